@@ -1,0 +1,93 @@
+"""Architecture configuration of the Apollo generator."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any
+
+
+@dataclasses.dataclass(frozen=True)
+class ApolloConfig:
+  """Hyperparameters of the generator. Defaults are the paper / published release.
+
+  Attributes:
+    sample_rate: audio sample rate in Hz.
+    win_ms: STFT window in milliseconds; ``n_fft = int(sample_rate * win_ms // 1000)``.
+    feature_dim: width N of every band feature.
+    num_layers: number of band-sequence blocks (B in the paper).
+    num_heads: attention heads of the band transformer.
+    num_bands: number of frequency bands (all of ``n_fft // 160`` bins but the last).
+    tcn_units: residual units of the temporal convolution network in each block.
+    tcn_kernel: depthwise kernel size over time.
+    causal: pad the time convolutions on the left only (streaming); the published
+      model is not causal.
+    remat: rematerialise each block in the backward pass (saves memory when training).
+    compute_dtype: dtype of the matmul inputs ("float32" or "bfloat16"); parameters,
+      norms and spectral transforms stay float32.
+  """
+
+  sample_rate: int = 44100
+  win_ms: float = 20
+  feature_dim: int = 256
+  num_layers: int = 6
+  num_heads: int = 8
+  num_bands: int = 80
+  tcn_units: int = 3
+  tcn_kernel: int = 7
+  causal: bool = False
+  remat: bool = False
+  compute_dtype: str = "float32"
+
+  def __post_init__(self):
+    if self.feature_dim % self.num_heads:
+      raise ValueError(f"feature_dim={self.feature_dim} is not divisible by num_heads={self.num_heads}")
+    if (self.feature_dim // self.num_heads) % 2:
+      raise ValueError(f"head dim {self.feature_dim // self.num_heads} must be even for rotary embeddings")
+    if self.compute_dtype not in ("float32", "bfloat16"):
+      raise ValueError(f"compute_dtype must be 'float32' or 'bfloat16', got {self.compute_dtype!r}")
+    widths = self.band_widths  # validates the band split
+    del widths
+
+  @property
+  def n_fft(self) -> int:
+    """STFT window and FFT length (882 at 44.1 kHz / 20 ms)."""
+    return int(self.sample_rate * self.win_ms // 1000)
+
+  @property
+  def hop(self) -> int:
+    return self.n_fft // 2
+
+  @property
+  def num_bins(self) -> int:
+    return self.n_fft // 2 + 1
+
+  @property
+  def band_widths(self) -> tuple[int, ...]:
+    """Bins per band: ``num_bands - 1`` bands of ``int(n_fft / 160)`` bins, then the rest."""
+    bw = int(self.n_fft / 160)
+    rest = self.num_bins - bw * (self.num_bands - 1)
+    if bw < 1 or rest < 1:
+      raise ValueError(
+          f"n_fft={self.n_fft} (sample_rate={self.sample_rate}, win_ms={self.win_ms}) is too "
+          f"small for {self.num_bands} bands")
+    return (bw,) * (self.num_bands - 1) + (rest,)
+
+  @property
+  def head_dim(self) -> int:
+    return self.feature_dim // self.num_heads
+
+  def to_json(self) -> str:
+    return json.dumps(dataclasses.asdict(self), indent=1, sort_keys=True)
+
+  @classmethod
+  def from_dict(cls, d: dict[str, Any]) -> "ApolloConfig":
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(d) - names
+    if unknown:
+      raise ValueError(f"unknown ApolloConfig fields: {sorted(unknown)}")
+    return cls(**d)
+
+  @classmethod
+  def from_json(cls, text: str) -> "ApolloConfig":
+    return cls.from_dict(json.loads(text))

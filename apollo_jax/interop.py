@@ -1,0 +1,290 @@
+"""Bridge between the published PyTorch checkpoints and apollo-jax parameters.
+
+Reads ``.safetensors`` state dicts and PyTorch zip pickles (release files
+``{"model_name", "state_dict", "model_args"}``, Lightning checkpoints with
+``audio_model.`` / ``discriminator.`` prefixes, bare state dicts) without importing torch
+and without executing anything from the pickle (see :mod:`apollo_jax.torch_pickle`).
+The generator config is inferred from tensor shapes and checked for consistency.
+
+Command line::
+
+  python -m apollo_jax.interop convert IN OUT_DIR        # published file -> orbax params
+  python -m apollo_jax.interop export IN OUT.safetensors  # ours/published -> official names
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Any, Mapping
+
+import numpy as np
+
+from apollo_jax.config import ApolloConfig
+from apollo_jax.model import rotary_tables
+from apollo_jax.torch_pickle import CheckpointFormatError, UnsafeCheckpointError, load_torch_file
+
+__all__ = [
+    "CheckpointFormatError", "UnsafeCheckpointError", "read_state_dict",
+    "config_from_state_dict", "generator_params_from_state_dict",
+    "generator_state_dict_from_params", "load_torch_generator", "save_torch_generator",
+]
+
+TORCH_SUFFIXES = (".bin", ".pth", ".pt", ".ckpt")
+# The published band transformer registers rotary tables for this many positions.
+_ROTARY_POSITIONS = 100
+
+
+def read_state_dict(path: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+  """Reads any supported checkpoint file into ``(flat state dict, model_args)``.
+
+  ``model_args`` is the release file's ``model_args`` dict (empty when absent).
+  """
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"checkpoint not found: {path}")
+  if os.path.isdir(path):
+    raise CheckpointFormatError(f"{path} is a directory, expected a checkpoint file")
+  if path.endswith(".safetensors"):
+    from safetensors import SafetensorError
+    from safetensors.numpy import load_file
+    try:
+      return dict(load_file(path)), {}
+    except (SafetensorError, OSError, ValueError) as e:
+      raise CheckpointFormatError(f"{path} is not a valid .safetensors file: {e}") from None
+  obj = load_torch_file(path)
+  model_args: dict[str, Any] = {}
+  if isinstance(obj, Mapping) and "state_dict" in obj:
+    model_args = dict(obj.get("model_args") or {})
+    obj = obj["state_dict"]
+  if not isinstance(obj, Mapping) or not all(isinstance(k, str) for k in obj):
+    raise CheckpointFormatError(f"{path} does not hold a state dict (got {type(obj).__name__})")
+  sd = {k: v for k, v in obj.items() if isinstance(v, np.ndarray)}
+  if not sd:
+    raise CheckpointFormatError(f"{path} holds no tensors")
+  return sd, model_args
+
+
+def strip_prefix(sd: Mapping[str, np.ndarray], prefix: str) -> dict[str, np.ndarray]:
+  """Keeps the keys under ``prefix`` (a Lightning sub-module), without it; all if none match."""
+  picked = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
+  return picked or dict(sd)
+
+
+def _count(sd: Mapping[str, np.ndarray], pattern: str) -> int:
+  regex = re.compile(pattern)
+  found = {int(m.group(1)) for k in sd if (m := regex.fullmatch(k))}
+  if found and found != set(range(len(found))):
+    raise CheckpointFormatError(f"non-contiguous indices for {pattern}: {sorted(found)}")
+  return len(found)
+
+
+def _infer_win_ms(n_bins: int, bw: int, sample_rate: int) -> float:
+  """Window length in ms for which the published rule gives ``n_bins`` bins of width ``bw``."""
+  fits = []
+  for n_fft in (2 * (n_bins - 1), 2 * (n_bins - 1) + 1):
+    if int(n_fft / 160) != bw:
+      continue
+    for win_ms in (round(n_fft * 1000 / sample_rate), n_fft * 1000 / sample_rate):
+      if win_ms > 0 and int(sample_rate * win_ms // 1000) == n_fft:
+        fits.append(win_ms)
+        break
+  if not fits:
+    raise CheckpointFormatError(
+        f"no window length at sample_rate={sample_rate} gives {n_bins} frequency bins with "
+        f"band width {bw}; is the sample rate right?")
+  # Prefer the integer window (the published configs use whole milliseconds).
+  return sorted(fits, key=lambda w: float(w) != int(w))[0]
+
+
+def config_from_state_dict(sd: Mapping[str, np.ndarray], sample_rate: int | None = None,
+                           model_args: Mapping[str, Any] | None = None) -> ApolloConfig:
+  """Infers the generator config from tensor shapes (and ``model_args`` when present)."""
+  model_args = dict(model_args or {})
+  if sample_rate is not None and "sr" in model_args and int(model_args["sr"]) != sample_rate:
+    raise CheckpointFormatError(
+        f"checkpoint was made for sample rate {model_args['sr']}, but {sample_rate} was given")
+  sample_rate = int(sample_rate or model_args.get("sr", 44100))
+  num_bands = _count(sd, r"BN\.(\d+)\.0\.weight")
+  num_layers = _count(sd, r"net\.(\d+)\.band_net\.input_norm\.weight")
+  if num_bands == 0 or num_layers == 0:
+    raise CheckpointFormatError(
+        "not an Apollo generator state dict: no 'BN.<i>.0.weight' / "
+        "'net.<l>.band_net.input_norm.weight' keys")
+  widths = [(sd[f"BN.{i}.0.weight"].shape[0] - 1) // 2 for i in range(num_bands)]
+  feature_dim = int(sd["BN.0.1.weight"].shape[0])
+  tcn_units = _count(sd, r"net\.0\.seq_net\.blocks\.(\d+)\.conv\.0\.weight")
+  tcn_kernel = int(sd["net.0.seq_net.blocks.0.conv.0.weight"].shape[-1])
+  if "net.0.band_net.cos_freq" in sd:
+    head_dim = int(sd["net.0.band_net.cos_freq"].shape[-1])
+    num_heads = feature_dim // head_dim
+  else:
+    num_heads = int(model_args.get("num_heads", 8))
+  if "win" in model_args:
+    win_ms = model_args["win"]
+  else:
+    win_ms = _infer_win_ms(sum(widths), widths[0], sample_rate)
+  for name, key in (("feature_dim", "feature_dim"), ("num_layers", "layer")):
+    if key in model_args and int(model_args[key]) != locals()[name]:
+      raise CheckpointFormatError(
+          f"model_args says {key}={model_args[key]} but the tensors give {locals()[name]}")
+  try:
+    cfg = ApolloConfig(sample_rate=sample_rate, win_ms=win_ms, feature_dim=feature_dim,
+                       num_layers=num_layers, num_heads=num_heads, num_bands=num_bands,
+                       tcn_units=tcn_units, tcn_kernel=tcn_kernel)
+  except ValueError as e:
+    raise CheckpointFormatError(f"inconsistent generator checkpoint: {e}") from None
+  if list(cfg.band_widths) != widths:
+    raise CheckpointFormatError(
+        f"band widths in the checkpoint ({widths[0]} x {num_bands - 1} + {widths[-1]}) do not "
+        f"match sample_rate={sample_rate}, win_ms={win_ms} "
+        f"({cfg.band_widths[0]} x {num_bands - 1} + {cfg.band_widths[-1]})")
+  return cfg
+
+
+def _pw(w: np.ndarray) -> np.ndarray:
+  """Torch 1x1 conv weight (out, in, 1) -> our kernel (in, out)."""
+  return np.ascontiguousarray(w[..., 0].T)
+
+
+def _pw_back(k: np.ndarray) -> np.ndarray:
+  return np.ascontiguousarray(np.asarray(k).T[..., None])
+
+
+def _expected_shapes(cfg: ApolloConfig) -> dict[str, tuple[int, ...]]:
+  f, widths = cfg.feature_dim, cfg.band_widths
+  shapes: dict[str, tuple[int, ...]] = {}
+  for i, w in enumerate(widths):
+    shapes |= {f"BN.{i}.0.weight": (2 * w + 1,), f"BN.{i}.1.weight": (f, 2 * w + 1, 1),
+               f"BN.{i}.1.bias": (f,), f"output.{i}.0.weight": (f,),
+               f"output.{i}.1.weight": (4 * w, f, 1), f"output.{i}.1.bias": (4 * w,)}
+  for l in range(cfg.num_layers):
+    b = f"net.{l}.band_net."
+    shapes |= {b + "input_norm.weight": (f,), b + "weight.weight": (3 * f, f, 1),
+               b + "output.weight": (f, f, 1), b + "MLP.0.weight": (f,),
+               b + "MLP.1.weight": (8 * f, f, 1), b + "MLP_output.weight": (f, 4 * f, 1)}
+    for u in range(cfg.tcn_units):
+      c = f"net.{l}.seq_net.blocks.{u}.conv."
+      shapes |= {c + "0.weight": (f, 1, cfg.tcn_kernel), c + "0.bias": (f,),
+                 c + "1.weight": (f,), c + "2.weight": (4 * f, f, 1), c + "2.bias": (4 * f,),
+                 c + "4.weight": (f, 4 * f, 1), c + "4.bias": (f,)}
+  return shapes
+
+
+def _rotary_keys(cfg: ApolloConfig) -> list[str]:
+  return [f"net.{l}.band_net.{n}" for l in range(cfg.num_layers) for n in ("cos_freq", "sin_freq")]
+
+
+def generator_params_from_state_dict(sd: Mapping[str, np.ndarray], cfg: ApolloConfig) -> dict:
+  """Official generator state dict -> our parameter tree (numpy float32 arrays)."""
+  expected = _expected_shapes(cfg)
+  missing = sorted(set(expected) - set(sd))
+  unexpected = sorted(set(sd) - set(expected) - set(_rotary_keys(cfg)))
+  if missing or unexpected:
+    raise CheckpointFormatError(
+        f"generator state dict does not match {cfg}: missing {missing[:5]}"
+        f"{'...' if len(missing) > 5 else ''}, unexpected {unexpected[:5]}"
+        f"{'...' if len(unexpected) > 5 else ''}")
+  bad = [f"{k}: {tuple(sd[k].shape)} != {s}" for k, s in expected.items() if tuple(sd[k].shape) != s]
+  if bad:
+    raise CheckpointFormatError("generator tensor shapes are inconsistent: " + "; ".join(bad[:5]))
+  t = {k: np.asarray(v, np.float32) for k, v in sd.items()}
+  n = cfg.num_bands
+  eq = range(n - 1)
+  last = n - 1
+  params: dict[str, Any] = {
+      "band_split": {
+          "eq_norm": np.stack([t[f"BN.{i}.0.weight"] for i in eq]),
+          "eq_kernel": np.stack([_pw(t[f"BN.{i}.1.weight"]) for i in eq]),
+          "eq_bias": np.stack([t[f"BN.{i}.1.bias"] for i in eq]),
+          "last_norm": t[f"BN.{last}.0.weight"],
+          "last_kernel": _pw(t[f"BN.{last}.1.weight"]),
+          "last_bias": t[f"BN.{last}.1.bias"],
+      },
+      "band_merge": {
+          "eq_norm": np.stack([t[f"output.{i}.0.weight"] for i in eq]),
+          "eq_kernel": np.stack([_pw(t[f"output.{i}.1.weight"]) for i in eq]),
+          "eq_bias": np.stack([t[f"output.{i}.1.bias"] for i in eq]),
+          "last_norm": t[f"output.{last}.0.weight"],
+          "last_kernel": _pw(t[f"output.{last}.1.weight"]),
+          "last_bias": t[f"output.{last}.1.bias"],
+      },
+  }
+  for l in range(cfg.num_layers):
+    b = f"net.{l}.band_net."
+    block: dict[str, Any] = {"band": {
+        "attn_norm": t[b + "input_norm.weight"], "qkv": _pw(t[b + "weight.weight"]),
+        "out": _pw(t[b + "output.weight"]), "mlp_norm": t[b + "MLP.0.weight"],
+        "mlp_in": _pw(t[b + "MLP.1.weight"]), "mlp_out": _pw(t[b + "MLP_output.weight"]),
+    }}
+    for u in range(cfg.tcn_units):
+      c = f"net.{l}.seq_net.blocks.{u}.conv."
+      block[f"time_{u}"] = {
+          "dw_kernel": np.ascontiguousarray(t[c + "0.weight"][:, 0, :].T), "dw_bias": t[c + "0.bias"],
+          "norm": t[c + "1.weight"], "pw1_kernel": _pw(t[c + "2.weight"]), "pw1_bias": t[c + "2.bias"],
+          "pw2_kernel": _pw(t[c + "4.weight"]), "pw2_bias": t[c + "4.bias"],
+      }
+    params[f"block_{l}"] = block
+  return params
+
+
+def generator_state_dict_from_params(cfg: ApolloConfig, params: Mapping) -> dict[str, np.ndarray]:
+  """Our parameter tree -> the official state dict names (with the rotary buffers)."""
+  p = _to_numpy(params)
+  sd: dict[str, np.ndarray] = {}
+  n = cfg.num_bands
+  for prefix, src in (("BN", p["band_split"]), ("output", p["band_merge"])):
+    for i in range(n):
+      if i < n - 1:
+        norm, kernel, bias = src["eq_norm"][i], src["eq_kernel"][i], src["eq_bias"][i]
+      else:
+        norm, kernel, bias = src["last_norm"], src["last_kernel"], src["last_bias"]
+      sd[f"{prefix}.{i}.0.weight"] = np.ascontiguousarray(norm)
+      sd[f"{prefix}.{i}.1.weight"] = _pw_back(kernel)
+      sd[f"{prefix}.{i}.1.bias"] = np.ascontiguousarray(bias)
+  cos, sin = rotary_tables(_ROTARY_POSITIONS, cfg.head_dim)
+  for l in range(cfg.num_layers):
+    blk = p[f"block_{l}"]
+    b = f"net.{l}.band_net."
+    band = blk["band"]
+    sd |= {b + "cos_freq": cos, b + "sin_freq": sin,
+           b + "input_norm.weight": band["attn_norm"], b + "weight.weight": _pw_back(band["qkv"]),
+           b + "output.weight": _pw_back(band["out"]), b + "MLP.0.weight": band["mlp_norm"],
+           b + "MLP.1.weight": _pw_back(band["mlp_in"]),
+           b + "MLP_output.weight": _pw_back(band["mlp_out"])}
+    for u in range(cfg.tcn_units):
+      unit = blk[f"time_{u}"]
+      c = f"net.{l}.seq_net.blocks.{u}.conv."
+      sd |= {c + "0.weight": np.ascontiguousarray(unit["dw_kernel"].T[:, None, :]),
+             c + "0.bias": unit["dw_bias"], c + "1.weight": unit["norm"],
+             c + "2.weight": _pw_back(unit["pw1_kernel"]), c + "2.bias": unit["pw1_bias"],
+             c + "4.weight": _pw_back(unit["pw2_kernel"]), c + "4.bias": unit["pw2_bias"]}
+  return {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in sd.items()}
+
+
+def _to_numpy(tree: Any) -> Any:
+  if isinstance(tree, Mapping):
+    return {k: _to_numpy(v) for k, v in tree.items()}
+  return np.asarray(tree)
+
+
+def load_torch_generator(path: str, sample_rate: int | None = None) -> tuple[ApolloConfig, dict]:
+  """Loads a published generator checkpoint: ``(ApolloConfig, params)``.
+
+  Accepts ``.safetensors`` or a PyTorch zip pickle (release format, Lightning checkpoint
+  with ``audio_model.`` prefix, or a bare state dict). ``sample_rate`` defaults to the
+  file's ``model_args`` or 44100.
+  """
+  sd, model_args = read_state_dict(path)
+  sd = strip_prefix(sd, "audio_model.")
+  cfg = config_from_state_dict(sd, sample_rate, model_args)
+  return cfg, generator_params_from_state_dict(sd, cfg)
+
+
+def save_torch_generator(cfg: ApolloConfig, params: Mapping, path: str) -> None:
+  """Writes ``params`` under the official state-dict names as ``.safetensors``."""
+  from safetensors.numpy import save_file
+  if not path.endswith(".safetensors"):
+    raise ValueError(f"export writes .safetensors files, got {path}")
+  save_file(generator_state_dict_from_params(cfg, params), path,
+            metadata={"format": "pt", "sr": str(cfg.sample_rate), "win": str(cfg.win_ms),
+                      "feature_dim": str(cfg.feature_dim), "layer": str(cfg.num_layers)})

@@ -1,0 +1,283 @@
+"""The Apollo generator (paper section II) as Flax Linen modules.
+
+Layout: inside the network every tensor is ``(batch, frames, bands, features)`` with the
+feature axis last, so each 1x1 convolution of the published model is one matmul over the
+last axis and the elementwise work around it fuses. ``batch`` here is batch x channels:
+channels are restored independently, as in the published model.
+
+The 79 equal-width bands of the split and merge layers are handled by one batched einsum
+(one op for all of them, not 79), the wider last band by its own matmul.
+
+Intermediates are sown into the ``intermediates`` collection (free unless it is made
+mutable): ``spectrum``, ``band_features``, ``block_<l>/output`` and ``est_spectrum``;
+``band_split/band_power`` holds the band gains and ``block_<l>/band/attention`` the
+attention weights across bands.
+"""
+
+from __future__ import annotations
+
+import math
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from apollo_jax import spectral
+from apollo_jax.config import ApolloConfig
+
+EPS = float(np.finfo(np.float32).eps)
+NORM_EPS = 1e-5
+
+
+def torch_uniform(fan_in: int):
+  """PyTorch's default conv init for weights and biases: U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
+  bound = 1.0 / math.sqrt(fan_in)
+
+  def init(key, shape, dtype=jnp.float32):
+    return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+  return init
+
+
+def rms_norm(x: jnp.ndarray, weight: jnp.ndarray) -> jnp.ndarray:
+  """RMS norm over the last axis in float32: ``x * rsqrt(mean(x^2) + 1e-5) * weight``."""
+  x = x.astype(jnp.float32)
+  return x * jax.lax.rsqrt(jnp.mean(jnp.square(x), axis=-1, keepdims=True) + NORM_EPS) * weight
+
+
+def einsum(spec: str, a: jnp.ndarray, b: jnp.ndarray, dtype: str) -> jnp.ndarray:
+  """``jnp.einsum`` with both inputs in the compute dtype and a float32 result."""
+  return jnp.einsum(spec, a.astype(dtype), b.astype(dtype), preferred_element_type=dtype).astype(jnp.float32)
+
+
+def dense(x: jnp.ndarray, kernel: jnp.ndarray, dtype: str) -> jnp.ndarray:
+  """1x1 convolution over the last axis: ``x @ kernel`` (see :func:`einsum`)."""
+  return einsum("...i,io->...o", x, kernel, dtype)
+
+
+def rotary_tables(positions: int, dim: int) -> tuple[np.ndarray, np.ndarray]:
+  """Interleaved rotary tables, (positions, dim) cos and sin, pair (2j, 2j+1) at theta_j.
+
+  Computed in float32 like the published buffers, so they agree to float32 rounding.
+  """
+  theta = 1.0 / (np.float32(10000.0) ** (np.arange(0, dim, 2, dtype=np.float32) / np.float32(dim)))
+  angles = np.arange(positions, dtype=np.float32)[:, None] * theta.astype(np.float32)[None, :]
+  angles = np.repeat(angles, 2, axis=-1)
+  return np.cos(angles), np.sin(angles)
+
+
+def apply_rotary(x: jnp.ndarray, cos: np.ndarray, sin: np.ndarray) -> jnp.ndarray:
+  """Rotates interleaved pairs: (x0, x1) -> (x0 cos - x1 sin, x1 cos + x0 sin).
+
+  Args:
+    x: (..., positions, heads, head_dim).
+    cos, sin: (positions, head_dim).
+  """
+  pairs = x.reshape(*x.shape[:-1], -1, 2)
+  rotated = jnp.stack([-pairs[..., 1], pairs[..., 0]], axis=-1).reshape(x.shape)
+  return x * cos[:, None, :] + rotated * sin[:, None, :]
+
+
+class BandSplit(nn.Module):
+  """Band split and bottleneck (paper II-B).
+
+  Maps the complex spectrum ``(batch, bins, frames)`` to band features
+  ``(batch, frames, bands, features)``. Each band k gives
+  ``[Re X_k / p_k, Im X_k / p_k, log p_k]`` with ``p_k = sqrt(sum |X_k|^2 + eps)``,
+  then RMSNorm and a 1x1 conv (with bias) to ``feature_dim``.
+  """
+
+  cfg: ApolloConfig
+
+  @staticmethod
+  def _features(x: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """(..., width) complex -> ((..., 2 width + 1) features, (..., 1) band power)."""
+    power = jnp.sqrt(jnp.sum(jnp.real(x) ** 2 + jnp.imag(x) ** 2, axis=-1, keepdims=True) + EPS)
+    feats = jnp.concatenate([jnp.real(x) / power, jnp.imag(x) / power, jnp.log(power)], axis=-1)
+    return feats, power
+
+  @nn.compact
+  def __call__(self, spec: jnp.ndarray) -> jnp.ndarray:
+    cfg = self.cfg
+    widths = cfg.band_widths
+    bw, last = widths[0], widths[-1]
+    n_eq = len(widths) - 1
+    f = cfg.feature_dim
+    x = jnp.swapaxes(spec, 1, 2)  # (batch, frames, bins)
+    eq = x[..., :n_eq * bw].reshape(*x.shape[:2], n_eq, bw)
+    eq_feats, eq_power = self._features(eq)  # (batch, frames, n_eq, 2bw+1)
+    last_feats, last_power = self._features(x[..., n_eq * bw:])  # (batch, frames, 2last+1)
+    self.sow("intermediates", "band_power",
+             jnp.concatenate([eq_power[..., 0], last_power], axis=-1))
+
+    c_eq, c_last = 2 * bw + 1, 2 * last + 1
+    eq_norm = self.param("eq_norm", nn.initializers.ones, (n_eq, c_eq))
+    eq_kernel = self.param("eq_kernel", torch_uniform(c_eq), (n_eq, c_eq, f))
+    eq_bias = self.param("eq_bias", torch_uniform(c_eq), (n_eq, f))
+    last_norm = self.param("last_norm", nn.initializers.ones, (c_last,))
+    last_kernel = self.param("last_kernel", torch_uniform(c_last), (c_last, f))
+    last_bias = self.param("last_bias", torch_uniform(c_last), (f,))
+
+    dt = cfg.compute_dtype
+    eq_out = einsum("ntkc,kcf->ntkf", rms_norm(eq_feats, eq_norm), eq_kernel, dt) + eq_bias
+    last_out = dense(rms_norm(last_feats, last_norm), last_kernel, dt) + last_bias
+    return jnp.concatenate([eq_out, last_out[:, :, None, :]], axis=2)
+
+
+class BandRoformer(nn.Module):
+  """Transformer across bands (paper II-C), one sequence of bands per (batch, frame).
+
+  ``(batch, frames, bands, features) -> same``. Pre-norm attention with interleaved rotary
+  embeddings over the band index, then a gated MLP whose gate passes through SiLU twice
+  (as published).
+  """
+
+  cfg: ApolloConfig
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+    cfg = self.cfg
+    f, h, d = cfg.feature_dim, cfg.num_heads, cfg.head_dim
+    dt = cfg.compute_dtype
+    batch, frames, bands, _ = x.shape
+
+    attn_norm = self.param("attn_norm", nn.initializers.ones, (f,))
+    qkv_kernel = self.param("qkv", torch_uniform(f), (f, 3 * f))
+    out_kernel = self.param("out", torch_uniform(f), (f, f))
+    mlp_norm = self.param("mlp_norm", nn.initializers.ones, (f,))
+    mlp_in = self.param("mlp_in", torch_uniform(f), (f, 8 * f))
+    mlp_out = self.param("mlp_out", torch_uniform(4 * f), (4 * f, f))
+
+    # Output channels of qkv are grouped per head: head i owns [q_i, k_i, v_i].
+    qkv = dense(rms_norm(x, attn_norm), qkv_kernel, dt).reshape(batch, frames, bands, h, 3, d)
+    q, k, v = qkv[..., 0, :], qkv[..., 1, :], qkv[..., 2, :]
+    cos, sin = rotary_tables(bands, d)
+    q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+    logits = einsum("ntqhd,ntkhd->nthqk", q, k, dt) / math.sqrt(d)
+    weights = jax.nn.softmax(logits, axis=-1)
+    self.sow("intermediates", "attention", weights)
+    att = einsum("nthqk,ntkhd->ntqhd", weights, v, dt)
+    x = x + dense(att.reshape(batch, frames, bands, f), out_kernel, dt)
+
+    gate, z = jnp.split(jax.nn.silu(dense(rms_norm(x, mlp_norm), mlp_in, dt)), 2, axis=-1)
+    return x + dense(jax.nn.silu(gate) * z, mlp_out, dt)
+
+
+class TemporalUnit(nn.Module):
+  """One TCN residual unit over time, shared by all bands (paper II-C).
+
+  ``x + PW2(SiLU(PW1(RMSNorm(DW(x)))))`` on ``(batch, frames, bands, features)``; DW is a
+  depthwise conv over frames with "same" zero padding (left-only padding when causal).
+  """
+
+  cfg: ApolloConfig
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+    cfg = self.cfg
+    f, kernel = cfg.feature_dim, cfg.tcn_kernel
+    dt = cfg.compute_dtype
+    dw_kernel = self.param("dw_kernel", torch_uniform(kernel), (kernel, f))
+    dw_bias = self.param("dw_bias", torch_uniform(kernel), (f,))
+    norm = self.param("norm", nn.initializers.ones, (f,))
+    pw1_kernel = self.param("pw1_kernel", torch_uniform(f), (f, 4 * f))
+    pw1_bias = self.param("pw1_bias", torch_uniform(f), (4 * f,))
+    pw2_kernel = self.param("pw2_kernel", torch_uniform(4 * f), (4 * f, f))
+    pw2_bias = self.param("pw2_bias", torch_uniform(4 * f), (f,))
+
+    frames = x.shape[1]
+    left = kernel - 1 if cfg.causal else (kernel - 1) // 2
+    padded = jnp.pad(x, [(0, 0), (left, kernel - 1 - left), (0, 0), (0, 0)])
+    # Cross-correlation as in torch: out[t] = sum_j w[j] x[t + j - left].
+    y = sum(padded[:, j:j + frames] * dw_kernel[j] for j in range(kernel)) + dw_bias
+    y = jax.nn.silu(dense(rms_norm(y, norm), pw1_kernel, dt) + pw1_bias)
+    return x + dense(y, pw2_kernel, dt) + pw2_bias
+
+
+class BandSequenceBlock(nn.Module):
+  """Band transformer then temporal convolutions: ``(batch, frames, bands, features)``."""
+
+  cfg: ApolloConfig
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+    x = BandRoformer(self.cfg, name="band")(x)
+    for u in range(self.cfg.tcn_units):
+      x = TemporalUnit(self.cfg, name=f"time_{u}")(x)
+    self.sow("intermediates", "output", x)
+    return x
+
+
+class BandMerge(nn.Module):
+  """Band reconstruction (paper II-D): features -> complex spectrum.
+
+  Per band: RMSNorm, 1x1 conv (bias) to ``4 width``, GLU -> ``[real (width), imag (width)]``.
+  ``(batch, frames, bands, features) -> (batch, bins, frames)`` complex64.
+  """
+
+  cfg: ApolloConfig
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+    cfg = self.cfg
+    widths = cfg.band_widths
+    bw, last = widths[0], widths[-1]
+    n_eq = len(widths) - 1
+    f = cfg.feature_dim
+    dt = cfg.compute_dtype
+    eq_norm = self.param("eq_norm", nn.initializers.ones, (n_eq, f))
+    eq_kernel = self.param("eq_kernel", torch_uniform(f), (n_eq, f, 4 * bw))
+    eq_bias = self.param("eq_bias", torch_uniform(f), (n_eq, 4 * bw))
+    last_norm = self.param("last_norm", nn.initializers.ones, (f,))
+    last_kernel = self.param("last_kernel", torch_uniform(f), (f, 4 * last))
+    last_bias = self.param("last_bias", torch_uniform(f), (4 * last,))
+
+    eq = einsum("ntkf,kfc->ntkc", rms_norm(x[:, :, :n_eq], eq_norm), eq_kernel, dt) + eq_bias
+    eq = nn.glu(eq, axis=-1)  # (batch, frames, n_eq, 2 bw)
+    tail = nn.glu(dense(rms_norm(x[:, :, n_eq], last_norm), last_kernel, dt) + last_bias, axis=-1)
+    batch, frames = x.shape[:2]
+    real = jnp.concatenate([eq[..., :bw].reshape(batch, frames, n_eq * bw), tail[..., :last]], -1)
+    imag = jnp.concatenate([eq[..., bw:].reshape(batch, frames, n_eq * bw), tail[..., last:]], -1)
+    return jnp.swapaxes(jax.lax.complex(real, imag), 1, 2)
+
+
+class Apollo(nn.Module):
+  """Apollo generator: degraded waveform -> restored waveform.
+
+  ``Apollo(cfg).apply({"params": params}, x)`` with ``x`` float32
+  ``(batch, channels, samples)`` returns the same shape. Channels are independent.
+  """
+
+  cfg: ApolloConfig = ApolloConfig()
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+    cfg = self.cfg
+    if x.ndim != 3:
+      raise ValueError(f"expected (batch, channels, samples), got shape {x.shape}")
+    batch, channels, samples = x.shape
+    wav = x.reshape(batch * channels, samples).astype(jnp.float32)
+    spec = spectral.stft(wav, cfg.n_fft, cfg.hop)  # (batch*channels, bins, frames)
+    self.sow("intermediates", "spectrum", spec)
+
+    h = BandSplit(cfg, name="band_split")(spec)
+    self.sow("intermediates", "band_features", h)
+    block = nn.remat(BandSequenceBlock) if cfg.remat else BandSequenceBlock
+    for layer in range(cfg.num_layers):
+      h = block(cfg, name=f"block_{layer}")(h)
+
+    est = BandMerge(cfg, name="band_merge")(h)
+    self.sow("intermediates", "est_spectrum", est)
+    out = spectral.istft(est, cfg.n_fft, samples, cfg.hop)
+    return out.reshape(batch, channels, samples)
+
+
+def init_params(cfg: ApolloConfig, rng: jax.Array) -> dict:
+  """Random parameters (PyTorch-style init), traced on a short dummy input."""
+  x = jnp.zeros((1, 1, 2 * cfg.n_fft), jnp.float32)
+  return jax.jit(lambda r: Apollo(cfg).init(r, x)["params"])(rng)
+
+
+def count_params(params) -> int:
+  return sum(int(np.prod(p.shape)) for p in jax.tree_util.tree_leaves(params))
