@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 import os
 import tempfile
-from typing import Iterator
+from typing import Iterable, Iterator
 
 import numpy as np
 import soundfile as sf
@@ -91,6 +91,25 @@ def info(path: str) -> tuple[int, int, int]:
   return i.samplerate, i.channels, i.frames
 
 
+def resample_stream(blocks: Iterable[np.ndarray], rate: int, target_rate: int,
+                    channels: int) -> Iterator[np.ndarray]:
+  """Resamples a stream of ``(channels, n)`` blocks (soxr HQ, streaming).
+
+  The output concatenates to exactly ``resample`` of the concatenated input.
+  """
+  if rate == target_rate:
+    yield from blocks
+    return
+  stream = soxr.ResampleStream(rate, target_rate, channels, dtype="float32", quality="HQ")
+  for block in blocks:
+    out = stream.resample_chunk(np.ascontiguousarray(block.T, dtype=np.float32))
+    if len(out):
+      yield np.ascontiguousarray(out.T)
+  tail = stream.resample_chunk(np.zeros((0, channels), np.float32), last=True)
+  if len(tail):
+    yield np.ascontiguousarray(tail.T)
+
+
 def resample(audio: np.ndarray, rate: int, target_rate: int) -> np.ndarray:
   """``(channels, samples)`` at ``rate`` -> ``(channels, samples')`` at ``target_rate`` (soxr HQ)."""
   if rate == target_rate:
@@ -148,6 +167,7 @@ class Reader:
       if self._stream.duration is not None and self._stream.time_base is not None:
         header_frames = int(self._stream.duration * self._stream.time_base * self.file_rate)
     self.sample_rate = sample_rate or self.file_rate
+    self.file_samples = 0
     self._header_frames = header_frames
     self.frames = (None if header_frames is None
                    else math.ceil(header_frames * self.sample_rate / self.file_rate))
@@ -181,17 +201,18 @@ class Reader:
     """Yields ``(channels, n)`` float32 blocks at ``sample_rate``.
 
     ``start`` and ``frames`` select a part in the file's own samples (seeking when
-    soundfile reads the format).
+    soundfile reads the format). When the iteration ends, ``file_samples`` holds the number
+    of the file's own samples read.
     """
+    return resample_stream(self._checked_blocks(block_frames, start, frames), self.file_rate,
+                           self.sample_rate, self.channels)
+
+  def _checked_blocks(self, block_frames: int, start: int, frames: int) -> Iterator[np.ndarray]:
     if self._sf is not None and start:
       self._sf.seek(start)
       start = 0
-    resampler = None
-    if self.sample_rate != self.file_rate:
-      resampler = soxr.ResampleStream(self.file_rate, self.sample_rate, self.channels,
-                                      dtype="float32", quality="HQ")
     skip, left = start, frames
-    total = 0
+    self.file_samples = 0
     for block in self._native_blocks(block_frames):
       if skip:
         block, skip = block[:, skip:], max(0, skip - block.shape[1])
@@ -200,19 +221,12 @@ class Reader:
       if block.shape[1]:
         if not np.isfinite(block).all():
           raise AudioError(f"{self.path}: contains NaN or Inf samples")
-        total += block.shape[1]
-        if resampler is not None:
-          block = resampler.resample_chunk(np.ascontiguousarray(block.T)).T
-        if block.shape[1]:
-          yield np.ascontiguousarray(block)
+        self.file_samples += block.shape[1]
+        yield block
       if left == 0:
         break
-    if total == 0:
+    if self.file_samples == 0:
       raise AudioError(f"{self.path}: contains no audio samples")
-    if resampler is not None:
-      tail = resampler.resample_chunk(np.zeros((0, self.channels), np.float32), last=True).T
-      if tail.shape[1]:
-        yield np.ascontiguousarray(tail)
 
   def close(self) -> None:
     if self._sf is not None:
