@@ -325,10 +325,11 @@ class _OverlapAdd:
       return None
     p, py = self.prev
     overlap = p + self.chunk - start
-    fade = overlap // 2
-    c0 = start + (overlap - fade) // 2  # drop the outer quarters, fade over the middle half
-    c1 = c0 + fade
-    w = _fade_in(fade) if fade else np.zeros(0, np.float32)
+    # Drop the outer quarters of the overlap, fade over the middle half; never start before
+    # what is already out (overlaps over half a chunk make consecutive zones meet).
+    c0 = max(start + overlap // 4, self.done)
+    c1 = max(c0, start + overlap - overlap // 4)
+    w = _fade_in(c1 - c0) if c1 > c0 else np.zeros(0, np.float32)
     mixed = py[:, c0 - p:c1 - p] * (1 - w) + y[:, c0 - start:c1 - start] * w
     out = np.concatenate([py[:, self.done - p:c0 - p], mixed], axis=1)
     self.prev, self.done = (start, y), c1

@@ -136,20 +136,21 @@ def plan(args: argparse.Namespace) -> tuple[list[Job], bool]:
   """Output path per input and the checks that need no audio; returns ``(jobs, single)``."""
   out = args.output
   out_is_dir = os.path.isdir(out)
-  exclude = os.path.abspath(out) if out_is_dir or not os.path.splitext(out)[1] else None
-  inputs = collect_inputs(args.inputs, exclude)
   single = len(args.inputs) == 1 and os.path.isfile(args.inputs[0])
   ext = "." + args.format
+  if not single:
+    if os.path.exists(out) and not out_is_dir:
+      raise UsageError(f"output {out} is a file; with several inputs or a folder, -o must be "
+                       f"a folder")
+    audio.check_output_format("x" + ext, args.subtype)
+  exclude = os.path.abspath(out) if out_is_dir or not os.path.splitext(out)[1] else None
+  inputs = collect_inputs(args.inputs, exclude)
   if single:
     dst = os.path.join(out, inputs[0][1] + ext) if out_is_dir else out
     jobs = [Job(inputs[0][0], dst)]
     audio.check_output_format(dst, args.subtype)  # AudioError -> exit 2
     _check_writable_folder(os.path.dirname(os.path.abspath(dst)))
   else:
-    if os.path.exists(out) and not out_is_dir:
-      raise UsageError(f"output {out} is a file; with several inputs or a folder, -o must be "
-                       f"a folder")
-    audio.check_output_format("x" + ext, args.subtype)
     _check_writable_folder(out)
     jobs = [Job(src, os.path.join(out, rel + ext)) for src, rel in inputs]
   sources = {os.path.realpath(j.src) for j in jobs}
@@ -160,10 +161,10 @@ def plan(args: argparse.Namespace) -> tuple[list[Job], bool]:
       j.error = f"{j.dst}: output path is an input file; refusing to overwrite an input"
     elif real in claimed:
       j.error = f"{j.src}: its output {j.dst} is also the output of {claimed[real]}"
-    elif os.path.exists(j.dst) and not args.overwrite:
-      j.error = f"{j.dst}: output exists (pass --overwrite to replace it)"
     elif os.path.isdir(j.dst):
       j.error = f"{j.dst}: output exists and is a folder"
+    elif os.path.exists(j.dst) and not args.overwrite:
+      j.error = f"{j.dst}: output exists (pass --overwrite to replace it)"
     claimed.setdefault(real, j.src)
   return jobs, single
 
