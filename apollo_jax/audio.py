@@ -182,12 +182,18 @@ class Reader:
       return
     import av
     decoded = 0
+    pending: list[np.ndarray] = []  # codec frames are small (1152 samples for MP3): group them
     try:
-      for block in _av_blocks(self._av, self._stream):
-        decoded += block.shape[1]
-        yield block
+      for frame in _av_blocks(self._av, self._stream):
+        pending.append(frame)
+        decoded += frame.shape[1]
+        if sum(p.shape[1] for p in pending) >= block_frames:
+          yield np.concatenate(pending, axis=1)
+          pending = []
     except av.error.FFmpegError as e:
       raise AudioError(f"{self.path}: cannot decode ({e})") from None
+    if pending:
+      yield np.concatenate(pending, axis=1)
     # A gapless header (e.g. the LAME/Xing tag of an MP3) states the length; decoding
     # far less than that means the file was cut short. Estimated lengths agree with the data.
     expected = self._header_frames
