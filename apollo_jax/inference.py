@@ -284,20 +284,15 @@ def select_device(name: str = "auto") -> jax.Device:
         f"{jax.default_backend()}); use --device auto or cpu") from None
 
 
-@functools.lru_cache(maxsize=None)
-def _forward(cfg: ApolloConfig):
-  """One jitted generator forward per config: ``(params, (batch, channels, samples))``."""
-  return jax.jit(lambda params, x: Apollo(cfg).apply({"params": params}, x))
-
-
-@functools.lru_cache(maxsize=8)
-def _compiled_chunk_forward(cfg: ApolloConfig, batch: int, length: int, device: jax.Device):
-  """Ahead-of-time compiled forward for ``(batch, 1, length)`` chunks on ``device``."""
+@functools.lru_cache(maxsize=16)
+def _compiled_forward(cfg: ApolloConfig, shape: tuple[int, int, int], device: jax.Device):
+  """The generator compiled ahead of time for inputs ``shape`` = (batch, channels, samples)
+  on ``device``; cached, so each shape compiles once per process."""
   sharding = jax.sharding.SingleDeviceSharding(device)
   spec = lambda shape: jax.ShapeDtypeStruct(shape, jnp.float32, sharding=sharding)
   params = jax.eval_shape(lambda: init_params(cfg, jax.random.PRNGKey(0)))
-  return _forward(cfg).lower(jax.tree.map(lambda a: spec(a.shape), params),
-                             spec((batch, 1, length))).compile()
+  forward = jax.jit(lambda params, x: Apollo(cfg).apply({"params": params}, x))
+  return forward.lower(jax.tree.map(lambda a: spec(a.shape), params), spec(shape)).compile()
 
 
 # ---------------------------------------------------------------------------------------
@@ -373,17 +368,24 @@ class ChunkedRestorer:
         raise ValueError(
             f"chunk_seconds={chunk_seconds} must be at least one STFT window "
             f"({cfg.n_fft / rate:.3f} s) and longer than overlap_seconds={overlap_seconds}")
-    self._compiled = None
+    self.compile_seconds = 0.0  # time spent compiling so far (each shape once per process)
+
+  def _model(self, shape: tuple[int, int, int]):
+    t = time.perf_counter()
+    fn = _compiled_forward(self.cfg, shape, self.device)
+    self.compile_seconds += time.perf_counter() - t
+    return fn
 
   @property
   def step(self) -> int:
+    """Samples between the starts of consecutive chunks."""
     return self.chunk - self.overlap
 
   def compile(self) -> float:
-    """Compiles the chunk forward now (cached across restorers); returns the seconds taken."""
+    """Compiles the chunk forward now instead of on first use; returns the seconds taken."""
     t = time.perf_counter()
-    if self.chunk is not None and self._compiled is None:
-      self._compiled = _compiled_chunk_forward(self.cfg, self.batch, self.chunk, self.device)
+    if self.chunk is not None:
+      self._model((self.batch, 1, self.chunk))
     return time.perf_counter() - t
 
   def num_chunks(self, samples: int) -> int:
@@ -415,7 +417,6 @@ class ChunkedRestorer:
       if progress:
         progress(1)
       return
-    self.compile()
     L, S, hop = self.chunk, self.step, self.cfg.hop
     ola = _OverlapAdd(L)
     buf, buf_start, total = None, 0, 0
@@ -441,7 +442,8 @@ class ChunkedRestorer:
         x = np.zeros((self.batch, 1, L), np.float32)
         for i, (_, _, seg) in enumerate(items):
           x[i, 0] = seg
-        y = np.asarray(self._compiled(self.params, jax.device_put(x, self.device)))
+        model = self._model((self.batch, 1, L))
+        y = np.asarray(model(self.params, jax.device_put(x, self.device)))
         for i, (k, c, _) in enumerate(items):
           results[k][c] = y[i, 0]
         while emitted in results and all(r is not None for r in results[emitted]):
@@ -489,8 +491,8 @@ class ChunkedRestorer:
       raise AudioError("input contains no audio samples")
     audio = np.concatenate(blocks, axis=1)
     self._check_length(audio.shape[1])
-    x = jax.device_put(audio[None], self.device)
-    return np.asarray(_forward(self.cfg)(self.params, x)[0])
+    model = self._model((1,) + audio.shape)
+    return np.asarray(model(self.params, jax.device_put(audio[None], self.device))[0])
 
   def restore_array(self, audio: np.ndarray,
                     progress: Callable[[int], Any] | None = None) -> np.ndarray:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import os
 import pickle
 import sys
@@ -169,29 +170,55 @@ def plan(args: argparse.Namespace) -> tuple[list[Job], bool]:
   return jobs, single
 
 
-def restore_file(job: Job, restorer, keep_rate: bool, subtype: str | None, bar=None) -> float:
-  """Restores one file (streaming, atomic write); returns the seconds of audio restored."""
+def _make_folders(folder: str) -> list[str]:
+  """Creates ``folder`` and missing parents; returns the ones created, outermost first."""
+  missing = []
+  while folder and not os.path.isdir(folder):
+    missing.append(folder)
+    folder = os.path.dirname(folder)
+  for f in reversed(missing):
+    os.mkdir(f)
+  return missing[::-1]
+
+
+def restore_file(job: Job, restorer: inference.ChunkedRestorer, keep_rate: bool,
+                 subtype: str | None, bar=None) -> float:
+  """Restores one file (streaming, atomic write); returns the seconds of audio restored.
+
+  Nothing is left behind on failure: no output file, and no folder created for it.
+  """
   cfg = restorer.cfg
-  with audio.Reader(job.src, cfg.sample_rate) as reader:
-    if bar is not None:
-      bar.reset(total=restorer.num_chunks(reader.frames) if reader.frames else None)
-      bar.set_description(os.path.basename(job.src)[:30])
-    blocks = restorer.restore(reader.blocks(), progress=bar.update if bar is not None else None)
-    rate = cfg.sample_rate
-    if keep_rate and reader.file_rate != cfg.sample_rate:
-      blocks = audio.resample_stream(blocks, cfg.sample_rate, reader.file_rate, reader.channels)
-      rate = reader.file_rate
-    os.makedirs(os.path.dirname(os.path.abspath(job.dst)), exist_ok=True)
-    written = 0
-    with audio.Writer(job.dst, rate, reader.channels, subtype) as writer:
-      for block in blocks:
-        if keep_rate:  # soxr's round trip can be one sample off: keep the input's length
-          block = block[:, :max(0, reader.file_samples - written)] if reader.file_samples else block
-        writer.write(block)
-        written += block.shape[1]
-      if keep_rate and written < reader.file_samples:
-        writer.write(np.zeros((reader.channels, reader.file_samples - written), np.float32))
-    return reader.file_samples / reader.file_rate
+  created: list[str] = []
+  try:
+    with audio.Reader(job.src, cfg.sample_rate) as reader:
+      if bar is not None:
+        bar.reset(total=restorer.num_chunks(reader.frames) if reader.frames else None)
+        bar.set_description(os.path.basename(job.src)[:30])
+      blocks = restorer.restore(reader.blocks(), progress=bar.update if bar is not None else None)
+      rate = cfg.sample_rate
+      if keep_rate and reader.file_rate != cfg.sample_rate:
+        blocks = audio.resample_stream(blocks, cfg.sample_rate, reader.file_rate, reader.channels)
+        rate = reader.file_rate
+      blocks = iter(blocks)
+      first = next(blocks)  # most decoding errors surface before anything is created
+      created = _make_folders(os.path.dirname(os.path.abspath(job.dst)))
+      written = 0
+      with audio.Writer(job.dst, rate, reader.channels, subtype) as writer:
+        for block in itertools.chain([first], blocks):
+          if keep_rate:  # soxr's round trip can be one sample off: keep the input's length
+            block = block[:, :max(0, reader.file_samples - written)]
+          writer.write(block)
+          written += block.shape[1]
+        if keep_rate and written < reader.file_samples:
+          writer.write(np.zeros((reader.channels, reader.file_samples - written), np.float32))
+      return reader.file_samples / reader.file_rate
+  except BaseException:
+    for folder in reversed(created):
+      try:
+        os.rmdir(folder)
+      except OSError:
+        pass
+    raise
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -213,7 +240,6 @@ def main(argv: list[str] | None = None) -> int:
         cfg, params, None if args.no_chunk else args.chunk_seconds, args.overlap_seconds,
         args.batch_chunks, device)
     del params
-    compile_s = restorer.compile()
   except (UsageError, audio.AudioError, ValueError) as e:
     print(f"error: {_one_line(e)}", file=sys.stderr)
     return 2
@@ -235,12 +261,13 @@ def main(argv: list[str] | None = None) -> int:
       return 2
   chunks.close()
   files.close()
-  elapsed = time.perf_counter() - t0
+  compile_s = restorer.compile_seconds
+  elapsed = time.perf_counter() - t0 - compile_s
   done = len(jobs) - failed
   rtf = elapsed / seconds if seconds else float("nan")
   print(f"restored {done} file{'s' * (done != 1)}, {seconds:.1f} s of audio in {elapsed:.1f} s: "
         f"real-time factor {rtf:.3f} (processing time / audio duration; checkpoint load "
-        f"{load_s:.1f} s, compile {compile_s:.1f} s not included)"
+        f"{load_s:.1f} s and compilation {compile_s:.1f} s not included)"
         + (f"; {failed} failed" if failed else ""))
   return 1 if failed else 0
 

@@ -264,9 +264,9 @@ def test_bad_single_input(tmp_path, ckpt, capsys, bad_inputs, case, words):
   paths = [p for p in bad_inputs if p.stem == case]
   assert paths
   for p in paths:
-    code, _, err = run(capsys, p, "-o", out / "x.wav", "--checkpoint", ckpt, *CHUNK)
+    code, _, err = run(capsys, p, "-o", out / "new" / "x.wav", "--checkpoint", ckpt, *CHUNK)
     assert_one_line_error(code, err, str(p), *words)
-  assert listing(out) == []
+  assert os.listdir(out) == []  # not even the folder that would have held the output
 
 
 def test_batch_skips_bad_files_and_exits_1(tmp_path, ckpt, capsys, bad_inputs):
@@ -274,9 +274,10 @@ def test_batch_skips_bad_files_and_exits_1(tmp_path, ckpt, capsys, bad_inputs):
   sf.write(folder / "good.wav", music(0.6).T, RATE)
   (folder / "deeper").mkdir()
   sf.write(folder / "deeper" / "good2.flac", music(0.6, channels=1).T, RATE)
-  code, out, err = run(capsys, folder, "-o", tmp_path / "out", "--checkpoint", ckpt, *CHUNK)
+  code, out, err = run(capsys, folder, "-o", tmp_path / "out", "--checkpoint", ckpt,
+                       "--format", "flac", *CHUNK)
   assert code == 1
-  assert listing(tmp_path / "out") == ["deeper/good2.wav", "good.wav"]
+  assert listing(tmp_path / "out") == ["deeper/good2.flac", "good.flac"]
   assert len(err) == len(bad_inputs) and all(e.startswith("error:") for e in err), err
   for p in bad_inputs:
     assert sum(e.startswith(f"error: {p}:") for e in err) == 1, (p.name, err)
