@@ -80,7 +80,10 @@ __all__ = [
 # At the paper config on CPU one second of mono audio in a chunk costs about 170 MB of
 # XLA temporaries; 5 s keeps the whole process under ~1.5 GB (bench/restore.py).
 DEFAULT_CHUNK_SECONDS = 5.0
-DEFAULT_OVERLAP_SECONDS = 0.5
+# Measured at the paper config (random weights, 8 s of music, 3 s chunks), chunked vs
+# whole: overlap 0.1 s -> 44 dB SNR, 0.25 s -> 75 dB, 0.5 s -> 118 dB, 1 s -> 147 dB.
+# 0.25 s is far below audibility and recomputes only 5% of the audio with 5 s chunks.
+DEFAULT_OVERLAP_SECONDS = 0.25
 
 _GENERATOR_KEYS = {"band_split", "band_merge", "block_0"}
 _OPTIMIZER_KEYS = {"opt_state", "mu", "nu"}
@@ -346,7 +349,8 @@ class ChunkedRestorer:
     device: where the model runs (default: JAX's default device).
   """
 
-  def __init__(self, cfg: ApolloConfig, params: Mapping, chunk_seconds: float | None = DEFAULT_CHUNK_SECONDS,
+  def __init__(self, cfg: ApolloConfig, params: Mapping,
+               chunk_seconds: float | None = DEFAULT_CHUNK_SECONDS,
                overlap_seconds: float = DEFAULT_OVERLAP_SECONDS, batch_chunks: int = 1,
                device: jax.Device | None = None):
     self.cfg = cfg
