@@ -10,7 +10,7 @@ import soundfile as sf
 from safetensors.numpy import load_file, save_file
 
 from apollo_jax import ApolloConfig, audio, codecs
-from apollo_jax.inference import ChunkedRestorer, _OverlapAdd, restore_array
+from apollo_jax.inference import ChunkedRestorer, _OverlapAdd, restore_array, save_generator
 from apollo_jax.interop import save_torch_generator
 from apollo_jax.restore import main
 from fakes import music, random_params
@@ -199,6 +199,18 @@ def test_existing_output_needs_overwrite(tmp_path, ckpt, capsys):
                      "--overwrite", *CHUNK)
   assert code == 0, err
   assert sf.info(str(tmp_path / "o.wav")).frames == int(0.3 * RATE)
+
+
+def test_orbax_checkpoint_folder_gives_the_same_output(tmp_path, ckpt, params, capsys):
+  save_generator(str(tmp_path / "orbax"), TINY, params)
+  sf.write(tmp_path / "a.wav", music(0.3).T, RATE, subtype="FLOAT")
+  outs = []
+  for i, checkpoint in enumerate([ckpt, tmp_path / "orbax"]):
+    code, _, err = run(capsys, tmp_path / "a.wav", "-o", tmp_path / f"o{i}.wav", "--checkpoint",
+                       checkpoint, *CHUNK)
+    assert code == 0, err
+    outs.append(sf.read(tmp_path / f"o{i}.wav", dtype="float32")[0])
+  np.testing.assert_array_equal(outs[0], outs[1])
 
 
 def test_no_chunk_full_file_matches_published_output(tmp_path, parity, capsys):
