@@ -78,7 +78,7 @@ __all__ = [
 ]
 
 # At the paper config on CPU one second of mono audio in a chunk costs about 170 MB of
-# XLA temporaries; 5 s keeps the whole process under ~1.5 GB (bench/restore.py).
+# XLA temporaries; with 5 s the whole process peaked at 1.35 GB (bench/restore.py).
 DEFAULT_CHUNK_SECONDS = 5.0
 # Measured at the paper config (random weights, 8 s of music, 3 s chunks), chunked vs
 # whole: overlap 0.1 s -> 44 dB SNR, 0.25 s -> 75 dB, 0.5 s -> 118 dB, 1 s -> 147 dB.
