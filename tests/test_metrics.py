@@ -66,7 +66,7 @@ def test_si_snr_scale_and_offset_invariance():
 
 def test_sdr_matches_mir_eval():
   mir_eval = pytest.importorskip("mir_eval")
-  ref, rng = _signals(6000, seed=3)
+  ref, rng = _signals(4000, seed=3)
   # A filtered, noisy estimate with a DC offset: exercises the filter and zero_mean.
   est = np.stack([np.convolve(r, [0.9, 0.2, -0.1], mode="same") for r in ref])
   est = est + 0.2 * rng.standard_normal(ref.shape) + 0.1
