@@ -163,10 +163,10 @@ def load_clean(path: str, sample_rate: int, clip_seconds: float | None = None) -
 
 def load_systems(checkpoints: list[str], codec: str) -> list[System]:
   """The codec-input system followed by one system per checkpoint (loaded now, fail fast)."""
-  from apollo_jax import inference  # JAX and the model load only when restoring.
   systems = [System(codec.upper())]
   names = {systems[0].name}
   for ckpt in checkpoints:
+    from apollo_jax import inference  # The model loads only when there is one to restore with.
     try:
       cfg, params = inference.load_generator(ckpt)
     except Exception as e:  # Any failure here is the user's checkpoint: say so in one line.
@@ -181,6 +181,27 @@ def load_systems(checkpoints: list[str], codec: str) -> list[System]:
   if len(rates) > 1:
     raise EvalError(f"checkpoints have different sample rates {sorted(rates)}; evaluate them separately")
   return systems
+
+
+def category_clips(stems: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+  """The paper's four test categories from one track's stems.
+
+  ``{stem name: (channels, samples)}`` -> ``{category: (channels, samples)}`` with
+  ``vocal`` (stems named like "vocal*"), ``single`` (the loudest other stem), ``multi`` (all
+  other stems summed) and ``multi+vocal`` (everything). Silent results are left out.
+  """
+  vocal = [x for n, x in stems.items() if "vocal" in n.lower()]
+  other = {n: x for n, x in stems.items() if "vocal" not in n.lower()}
+  out = {}
+  if vocal:
+    out["vocal"] = sum(vocal)
+  if other:
+    out["single"] = other[max(other, key=lambda n: float(np.mean(np.square(other[n]))))]
+    out["multi"] = sum(other.values())
+  if vocal and other:
+    out["multi+vocal"] = sum(stems.values())
+  silent = 10 ** (SILENCE_DBFS / 20)
+  return {c: np.asarray(x, np.float32) for c, x in out.items() if np.max(np.abs(x)) >= silent}
 
 
 # ---------------------------------------------------------------- cache

@@ -116,3 +116,13 @@ def test_setup_errors_exit_2(setup, tmp_path, capsys):
     assert eval_cli.main(argv) == 2, message
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_category_clips():
+  one = np.ones((2, 100), np.float32) * 0.1
+  clips = evaluation.category_clips({"vocals": one, "drums": 2 * one, "bass": one, "keys": 0 * one})
+  assert sorted(clips) == ["multi", "multi+vocal", "single", "vocal"]
+  np.testing.assert_allclose(clips["single"], 2 * one)  # the loudest non-vocal stem
+  np.testing.assert_allclose(clips["multi"], 3 * one)
+  np.testing.assert_allclose(clips["multi+vocal"], 4 * one)
+  assert sorted(evaluation.category_clips({"vocals": 0 * one, "bass": one})) == ["multi", "single"]
