@@ -186,10 +186,13 @@ def load_systems(checkpoints: list[str], codec: str) -> list[System]:
 def category_clips(stems: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
   """The paper's four test categories from one track's stems.
 
-  ``{stem name: (channels, samples)}`` -> ``{category: (channels, samples)}`` with
-  ``vocal`` (stems named like "vocal*"), ``single`` (the loudest other stem), ``multi`` (all
-  other stems summed) and ``multi+vocal`` (everything). Silent results are left out.
+  ``{stem name: (channels, samples)}`` -> ``{category: (channels, samples)}``. Silent stems
+  (peak below -60 dBFS) are ignored first; then ``vocal`` is the stems named like "vocal*",
+  ``single`` the loudest other stem, ``multi`` the sum of the other stems (when there are at
+  least two) and ``multi+vocal`` the sum of all (when there are vocals and other stems).
   """
+  silent = 10 ** (SILENCE_DBFS / 20)
+  stems = {n: np.asarray(x, np.float32) for n, x in stems.items() if np.max(np.abs(x)) >= silent}
   vocal = [x for n, x in stems.items() if "vocal" in n.lower()]
   other = {n: x for n, x in stems.items() if "vocal" not in n.lower()}
   out = {}
@@ -197,11 +200,11 @@ def category_clips(stems: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     out["vocal"] = sum(vocal)
   if other:
     out["single"] = other[max(other, key=lambda n: float(np.mean(np.square(other[n]))))]
+  if len(other) >= 2:
     out["multi"] = sum(other.values())
   if vocal and other:
     out["multi+vocal"] = sum(stems.values())
-  silent = 10 ** (SILENCE_DBFS / 20)
-  return {c: np.asarray(x, np.float32) for c, x in out.items() if np.max(np.abs(x)) >= silent}
+  return out
 
 
 # ---------------------------------------------------------------- cache
@@ -315,6 +318,7 @@ def evaluate(items: list[Item], systems: list[System], out_dir: str, opts: EvalO
           path = os.path.join(cache_dir, f"{key}.json")
           hit = _cache_read(path, opts.metrics)
           if hit is not None:
+            hit["category"] = item.category  # The manifest may have changed since.
             rows[(i, j, k)] = hit
             cached += 1
             bar.update(1)

@@ -125,4 +125,5 @@ def test_category_clips():
   np.testing.assert_allclose(clips["single"], 2 * one)  # the loudest non-vocal stem
   np.testing.assert_allclose(clips["multi"], 3 * one)
   np.testing.assert_allclose(clips["multi+vocal"], 4 * one)
-  assert sorted(evaluation.category_clips({"vocals": 0 * one, "bass": one})) == ["multi", "single"]
+  # Silent stems do not count: no vocals here, and one instrument is not "multi".
+  assert sorted(evaluation.category_clips({"vocals": 0 * one, "bass": one, "keys": 0 * one})) == ["single"]
