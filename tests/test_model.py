@@ -70,3 +70,12 @@ def test_config_validation():
   with pytest.raises(ValueError, match="too small"):
     ApolloConfig(win_ms=1)
   assert ApolloConfig.from_json(TINY.to_json()) == TINY
+
+
+def test_chunked_rows_give_the_same_output():
+  params = init_params(TINY, jax.random.PRNGKey(3))
+  x = jnp.asarray(np.random.default_rng(3).standard_normal((2, 2, 4000)), jnp.float32) * 0.1
+  ref = Apollo(TINY).apply({"params": params}, x)
+  chunked = ApolloConfig(**{**TINY.__dict__, "chunk_rows": 7})  # 2*2*10 rows, not a multiple of 7
+  out = jax.jit(lambda p, x: Apollo(chunked).apply({"params": p}, x))(params, x)
+  np.testing.assert_allclose(np.asarray(out), np.asarray(ref), atol=1e-6)
