@@ -261,12 +261,14 @@ class BandMerge(nn.Module):
     n_eq = len(widths) - 1
     f = cfg.feature_dim
     dt = cfg.compute_dtype
+    # A residual model starts as the identity: zero output layer.
+    init = nn.initializers.zeros if cfg.residual else torch_uniform(f)
     eq_norm = self.param("eq_norm", nn.initializers.ones, (n_eq, f))
-    eq_kernel = self.param("eq_kernel", torch_uniform(f), (n_eq, f, 4 * bw))
-    eq_bias = self.param("eq_bias", torch_uniform(f), (n_eq, 4 * bw))
+    eq_kernel = self.param("eq_kernel", init, (n_eq, f, 4 * bw))
+    eq_bias = self.param("eq_bias", init, (n_eq, 4 * bw))
     last_norm = self.param("last_norm", nn.initializers.ones, (f,))
-    last_kernel = self.param("last_kernel", torch_uniform(f), (f, 4 * last))
-    last_bias = self.param("last_bias", torch_uniform(f), (4 * last,))
+    last_kernel = self.param("last_kernel", init, (f, 4 * last))
+    last_bias = self.param("last_bias", init, (4 * last,))
 
     eq = einsum("ntkf,kfc->ntkc", rms_norm(x[:, :, :n_eq], eq_norm), eq_kernel, dt) + eq_bias
     eq = nn.glu(eq, axis=-1)  # (batch, frames, n_eq, 2 bw)
@@ -303,6 +305,8 @@ class Apollo(nn.Module):
       h = block(cfg, name=f"block_{layer}")(h)
 
     est = BandMerge(cfg, name="band_merge")(h)
+    if cfg.residual:
+      est = est + spec
     self.sow("intermediates", "est_spectrum", est)
     out = spectral.istft(est, cfg.n_fft, samples, cfg.hop)
     return out.reshape(batch, channels, samples)
