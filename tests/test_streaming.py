@@ -137,6 +137,18 @@ def test_stream_file_round_trip(params, tmp_path):
   assert_matches(y, offline(CAUSAL, params, x[None])[0])
 
 
+def test_command_line_on_files(params, tmp_path, capsys):
+  from apollo_jax.interop import save_torch_generator
+  save_torch_generator(CAUSAL, params, str(tmp_path / "g.safetensors"))
+  x = signal((2, 9 * HOP + 123), seed=7) * 0.5
+  audio.save(str(tmp_path / "in.wav"), x, 44100)
+  st.main([str(tmp_path / "in.wav"), str(tmp_path / "out.wav"),
+           "--checkpoint", str(tmp_path / "g.safetensors"), "--causal"])
+  assert "latency 882 samples = 20 ms" in capsys.readouterr().err
+  y, _ = audio.load(str(tmp_path / "out.wav"))
+  assert_matches(y, offline(CAUSAL, params, x[None])[0])
+
+
 @pytest.mark.parametrize("aligned", [True, False])
 def test_stream_stdio_raw_pcm(params, aligned):
   x = signal((1, 2, 9 * HOP + 123), seed=5)  # same shape as the file test: no recompiling
