@@ -195,39 +195,66 @@ class BandRoformer(nn.Module):
     return map_rows(lambda r: rows(r)[0], x, cfg.chunk_rows)
 
 
+def time_conv_left_pad(cfg: ApolloConfig) -> int:
+  """Zero frames padded before the signal by each TCN depthwise conv ("same" or causal)."""
+  return cfg.tcn_kernel - 1 if cfg.causal else (cfg.tcn_kernel - 1) // 2
+
+
+def depthwise_time_conv(padded: jnp.ndarray, kernel: jnp.ndarray, bias: jnp.ndarray) -> jnp.ndarray:
+  """Depthwise conv over frames of an already padded input, a cross-correlation as in torch.
+
+  Args:
+    padded: (batch, frames + taps - 1, bands, features).
+    kernel: (taps, features); bias: (features,).
+
+  Returns:
+    (batch, frames, bands, features) with ``out[t] = sum_j kernel[j] padded[t + j] + bias``.
+  """
+  taps = kernel.shape[0]
+  frames = padded.shape[1] - taps + 1
+  return sum(padded[:, j:j + frames] * kernel[j] for j in range(taps)) + bias
+
+
 class TemporalUnit(nn.Module):
   """One TCN residual unit over time, shared by all bands (paper II-C).
 
   ``x + PW2(SiLU(PW1(RMSNorm(DW(x)))))`` on ``(batch, frames, bands, features)``; DW is a
   depthwise conv over frames with "same" zero padding (left-only padding when causal).
+  :meth:`on_window` runs the unit on given context frames instead of zero padding (streaming).
   """
 
   cfg: ApolloConfig
 
-  @nn.compact
-  def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+  def setup(self):
     cfg = self.cfg
     f, kernel = cfg.feature_dim, cfg.tcn_kernel
-    dt = cfg.compute_dtype
-    dw_kernel = self.param("dw_kernel", torch_uniform(kernel), (kernel, f))
-    dw_bias = self.param("dw_bias", torch_uniform(kernel), (f,))
-    norm = self.param("norm", nn.initializers.ones, (f,))
-    pw1_kernel = self.param("pw1_kernel", torch_uniform(f), (f, 4 * f))
-    pw1_bias = self.param("pw1_bias", torch_uniform(f), (4 * f,))
-    pw2_kernel = self.param("pw2_kernel", torch_uniform(4 * f), (4 * f, f))
-    pw2_bias = self.param("pw2_bias", torch_uniform(4 * f), (f,))
+    self.dw_kernel = self.param("dw_kernel", torch_uniform(kernel), (kernel, f))
+    self.dw_bias = self.param("dw_bias", torch_uniform(kernel), (f,))
+    self.norm = self.param("norm", nn.initializers.ones, (f,))
+    self.pw1_kernel = self.param("pw1_kernel", torch_uniform(f), (f, 4 * f))
+    self.pw1_bias = self.param("pw1_bias", torch_uniform(f), (4 * f,))
+    self.pw2_kernel = self.param("pw2_kernel", torch_uniform(4 * f), (4 * f, f))
+    self.pw2_bias = self.param("pw2_bias", torch_uniform(4 * f), (f,))
 
-    frames = x.shape[1]
-    left = kernel - 1 if cfg.causal else (kernel - 1) // 2
-    padded = jnp.pad(x, [(0, 0), (left, kernel - 1 - left), (0, 0), (0, 0)])
-    # Cross-correlation as in torch: out[t] = sum_j w[j] x[t + j - left].
-    y = sum(padded[:, j:j + frames] * dw_kernel[j] for j in range(kernel)) + dw_bias
+  def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+    left = time_conv_left_pad(self.cfg)
+    padded = jnp.pad(x, [(0, 0), (left, self.cfg.tcn_kernel - 1 - left), (0, 0), (0, 0)])
+    return self.on_window(padded, left)
+
+  def on_window(self, padded: jnp.ndarray, left: int) -> jnp.ndarray:
+    """The unit on frames with their context: (batch, frames + kernel - 1, ...) -> (batch, frames, ...).
+
+    Output frame t convolves ``padded[t : t + kernel]`` and adds the residual ``padded[t + left]``.
+    """
+    dt = self.cfg.compute_dtype
+    frames = padded.shape[1] - self.cfg.tcn_kernel + 1
+    y = depthwise_time_conv(padded, self.dw_kernel, self.dw_bias)
 
     def pointwise(y):  # (..., features), position-wise.
-      y = jax.nn.silu(dense(rms_norm(y, norm), pw1_kernel, dt) + pw1_bias)
-      return dense(y, pw2_kernel, dt) + pw2_bias
+      y = jax.nn.silu(dense(rms_norm(y, self.norm), self.pw1_kernel, dt) + self.pw1_bias)
+      return dense(y, self.pw2_kernel, dt) + self.pw2_bias
 
-    return x + map_rows(pointwise, y, cfg.chunk_rows)
+    return padded[:, left:left + frames] + map_rows(pointwise, y, self.cfg.chunk_rows)
 
 
 class BandSequenceBlock(nn.Module):
