@@ -172,7 +172,8 @@ def test_activity_detection_skips_silence(tmp_path):
   assert mixing.active_fraction(np.zeros((2, RATE)), RATE, -50) == 0.0
   assert mixing.active_fraction(tone(1.0), RATE, -50) == 1.0
   for seed in range(20):
-    x = mixing.active_crop(track["stems"]["late"], track["seconds"], np.random.default_rng(seed), spec)
+    rng = np.random.default_rng(seed)
+    x = mixing.active_crop(track["stems"]["late"], track["seconds"], rng, spec)
     assert mixing.active_fraction(x, RATE, spec.activity_threshold_db) >= 0.5
 
 

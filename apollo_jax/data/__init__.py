@@ -7,17 +7,33 @@ See ``docs/README_data.md``. The main entry points:
   ``{"target", "degraded"}`` float32 ``(batch, channels, samples)`` for this process.
 - ``ensure_validation_set(cfg)`` and ``ValidationSet(dir)``: the fixed validation pairs.
 - ``ensure_demo_corpus(cache_dir, ...)``: the procedurally generated demo music.
+
+Names are imported on first use, so ``python -m apollo_jax.data.demo`` does not import
+its own module twice and light users do not pay for grain.
 """
 
-from apollo_jax.data.config import default_data_config
-from apollo_jax.data.demo import ensure_demo_corpus
-from apollo_jax.data.pipeline import (make_train_dataset, make_train_iterator,
-                                      restore_iterator, save_iterator, train_index)
-from apollo_jax.data.sources import LAYOUTS, DataError, Index, scan
-from apollo_jax.data.validation import ValidationSet, ensure_validation_set, write_validation_set
+import importlib
 
-__all__ = [
-    "LAYOUTS", "DataError", "Index", "ValidationSet", "default_data_config",
-    "ensure_demo_corpus", "ensure_validation_set", "make_train_dataset", "make_train_iterator",
-    "restore_iterator", "save_iterator", "scan", "train_index", "write_validation_set",
-]
+_EXPORTS = {
+    "default_data_config": "config",
+    "ensure_demo_corpus": "demo",
+    "make_train_dataset": "pipeline",
+    "make_train_iterator": "pipeline",
+    "restore_iterator": "pipeline",
+    "save_iterator": "pipeline",
+    "train_index": "pipeline",
+    "LAYOUTS": "sources",
+    "DataError": "sources",
+    "Index": "sources",
+    "scan": "sources",
+    "ValidationSet": "validation",
+    "ensure_validation_set": "validation",
+    "write_validation_set": "validation",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+  if name in _EXPORTS:
+    return getattr(importlib.import_module(f"apollo_jax.data.{_EXPORTS[name]}"), name)
+  raise AttributeError(f"module 'apollo_jax.data' has no attribute {name!r}")

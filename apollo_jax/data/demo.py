@@ -4,14 +4,15 @@
 
 writes ``OUT_DIR/<track>/{drums,bass,keys,pads,lead,vocals}.wav`` (the ``"stems"``
 layout; the mixture is the sum of the stems) and ``OUT_DIR/demo.json``. The stems are
-16-bit WAV rather than FLAC because WAV seeks in constant time: a training segment is read
-without decoding from the start of the file (FLAC without a seek table costs ~10 ms a seek). Every track has
-its own tempo, key, scale, chord progression, swing, timbres, stereo placement, room and
-arrangement (instruments drop out in some sections, so stems contain real silence). The
-content is built to make codec restoration matter: hi-hats and crashes (metallic partials
-and noise up to 20 kHz), band-limited saw/square/FM tones with harmonics up to 20 kHz, a
-voice-like stem (glottal source through vowel formants, vibrato, sibilant consonants and
-breath) and reverberation.
+16-bit WAV rather than FLAC because WAV seeks in constant time, so a training segment is
+read without decoding the file up to it (a FLAC seek without a seek table cost ~10 ms).
+
+Every track has its own tempo, key, scale, chord progression, swing, timbres, stereo
+placement, room and arrangement (instruments drop out in some sections, so stems contain
+real silence). The content is built to make codec restoration matter: hi-hats and crashes
+(metallic partials and noise up to 20 kHz), band-limited saw/square/FM tones with
+harmonics up to 20 kHz, a voice-like stem (glottal source through vowel formants, vibrato,
+sibilant consonants and breath) and reverberation.
 
 The output depends only on the seed, the track index, the length and the rate (NumPy and
 SciPy random generators and filters; no randomness from the clock or the process).
@@ -227,7 +228,8 @@ def bass(song: Song) -> np.ndarray:
       continue
     root = song.chord(bar)[0]
     for i, s in enumerate(steps):
-      note = root + (12 if rng.random() < 0.15 else 0) + (7 if i % 4 == 3 and rng.random() < 0.3 else 0)
+      note = root + (12 if rng.random() < 0.15 else 0)  # octave jumps
+      note += 7 if i % 4 == 3 and rng.random() < 0.3 else 0  # passing fifths
       length = (steps[i + 1] if i + 1 < len(steps) else 16) - s
       dur = length * song.step * rng.uniform(0.6, 0.95)
       n = int(dur * rate)
@@ -264,7 +266,8 @@ def keys(song: Song) -> np.ndarray:
   rng, rate = song.rng, song.rate
   out = np.zeros((2, song.samples), np.float32)
   timbre = str(rng.choice(["pluck", "fm"]))
-  brightness, ratio, index = float(rng.uniform(4, 12)), float(rng.choice([1.0, 2.0, 3.5])), float(rng.uniform(1, 4))
+  brightness = float(rng.uniform(4, 12))
+  ratio, index = float(rng.choice([1.0, 2.0, 3.5])), float(rng.uniform(1, 4))
   arpeggio = rng.random() < 0.5
   position = float(rng.uniform(-0.6, 0.6))
   for bar in range(song.bars):
@@ -390,7 +393,8 @@ def _room(rng: np.random.Generator, rate: int, samples: int):
   return reverb
 
 
-def synthesize(seed: int, index: int, seconds: float, rate: int = 44100) -> tuple[dict[str, np.ndarray], dict]:
+def synthesize(seed: int, index: int, seconds: float,
+               rate: int = 44100) -> tuple[dict[str, np.ndarray], dict]:
   """Track ``index`` of corpus ``seed``: ``({stem: (2, samples) float32}, description)``.
 
   The stems sum to a mixture peaking at about -1 dBFS.
@@ -483,7 +487,8 @@ def ensure_demo_corpus(cache_dir: str, tracks: int = 20, seconds: float = 12.0, 
 
 
 def main(argv=None) -> None:
-  p = argparse.ArgumentParser(prog="python -m apollo_jax.data.demo", description=__doc__.split("\n\n")[0])
+  p = argparse.ArgumentParser(prog="python -m apollo_jax.data.demo",
+                              description=__doc__.split("\n\n")[0])
   p.add_argument("out_dir")
   p.add_argument("--tracks", type=int, default=20)
   p.add_argument("--seconds", type=float, default=12.0)

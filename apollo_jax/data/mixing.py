@@ -146,16 +146,17 @@ def mix(tracks: list[dict[str, Any]], first: int, rng: np.random.Generator,
   """Clean music ``(channels, segment)`` and the number of stems summed (0: a mixture).
 
   With probability ``p_mixture`` the mixture of ``tracks[first]``; otherwise 1..max_stems
-  stems, the first from ``tracks[first]`` and the others from random tracks, each with a
-  random gain in ``gain_db``.
+  stems, the first from ``tracks[first]`` and the others from other random tracks (all
+  different while there are enough), each with a random gain in ``gain_db``.
   """
   track = tracks[first]
   if rng.random() < spec.p_mixture or not track["stems"]:
     return active_crop(_mixture_files(track), track["seconds"], rng, spec), 0
   count = int(rng.integers(1, spec.max_stems + 1))
+  others = [int(i) for i in rng.permutation(len(tracks)) if i != first] or [first]
   out = np.zeros((spec.channels, spec.segment), np.float32)
   for i in range(count):
-    t = track if i == 0 else tracks[int(rng.integers(len(tracks)))]
+    t = track if i == 0 else tracks[others[(i - 1) % len(others)]]
     names = sorted(t["stems"])
     files = t["stems"][names[int(rng.integers(len(names)))]] if names else _mixture_files(t)
     gain = 10 ** (rng.uniform(*spec.gain_db) / 20)

@@ -167,7 +167,8 @@ def _scan_paired(root: str, min_seconds: float, skipped: dict[str, str]) -> list
     degraded = _probe(other, min_seconds, skipped)
     if clean and degraded:
       if clean["rate"] != degraded["rate"]:
-        skipped[other] = f"sample rate {degraded['rate']} differs from the clean file's {clean['rate']}"
+        skipped[other] = (f"sample rate {degraded['rate']} differs from the clean "
+                          f"file's {clean['rate']}")
         continue
       pairs.append({"name": rel, "clean": clean, "degraded": degraded,
                     "seconds": _seconds([clean, degraded])})
