@@ -100,7 +100,7 @@ def read_segment(files: list[dict[str, Any]], start_seconds: float, spec: MixSpe
   Raises:
     UnreadableFile: a file cannot be read.
   """
-  out = np.zeros((spec.channels, spec.segment), np.float32)
+  out = None
   for f in files:
     start = int(start_seconds * f["rate"])
     frames = math.ceil(spec.segment_seconds * f["rate"]) + 1
@@ -108,8 +108,9 @@ def read_segment(files: list[dict[str, Any]], start_seconds: float, spec: MixSpe
       x, _ = audio.load(f["path"], spec.sample_rate, start=start, frames=frames)
     except audio.AudioError as e:
       raise UnreadableFile(f["path"], str(e)) from None
-    out += _fit(to_channels(x, spec.channels), spec.segment)
-  return out
+    x = _fit(to_channels(x, spec.channels), spec.segment)
+    out = x if out is None else out + x
+  return np.zeros((spec.channels, spec.segment), np.float32) if out is None else out
 
 
 def active_fraction(x: np.ndarray, sample_rate: int, threshold_db: float) -> float:
