@@ -184,11 +184,16 @@ def make_pair(clean: np.ndarray, codec: str, bitrate: int, spec: MixSpec) -> dic
   if peak > 0:
     clean = clean * (PRE_CODEC_PEAK / peak)
   degraded = codecs.degrade(clean, spec.sample_rate, codec, bitrate, spec.mp3_quality)
-  scale = max(float(np.max(np.abs(clean))), float(np.max(np.abs(degraded))))
+  clean, degraded = rescale(clean, degraded)
+  return {"target": clean, "degraded": degraded, "bitrate": np.int32(bitrate)}
+
+
+def rescale(target: np.ndarray, degraded: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """Both divided by one factor so that the larger peak is exactly 1 (silence unchanged)."""
+  scale = max(float(np.max(np.abs(target))), float(np.max(np.abs(degraded))))
   if scale > 0:
-    clean, degraded = clean / scale, degraded / scale
-  return {"target": clean.astype(np.float32), "degraded": degraded.astype(np.float32),
-          "bitrate": np.int32(bitrate)}
+    target, degraded = target / scale, degraded / scale
+  return target.astype(np.float32), degraded.astype(np.float32)
 
 
 def training_item(tracks: list[dict[str, Any]], first: int, rng: np.random.Generator,
@@ -228,8 +233,6 @@ def paired_item(pair: dict[str, Any], rng: np.random.Generator, spec: MixSpec) -
       target, degraded, best = c, read_segment([pair["degraded"]], start, spec), fraction
     if fraction >= spec.activity_min_fraction:
       break
-  scale = max(float(np.max(np.abs(target))), float(np.max(np.abs(degraded))))
-  if scale > 0:
-    target, degraded = target / scale, degraded / scale
+  target, degraded = rescale(target, degraded)
   return {"target": target, "degraded": degraded, "bitrate": np.int32(-1),
           "codec": np.int32(-1), "num_stems": np.int32(0)}
