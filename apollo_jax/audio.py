@@ -23,13 +23,20 @@ AUDIO_EXTS = SOUNDFILE_EXTS | {".mp3", ".m4a", ".aac", ".opus", ".mp4", ".webm",
 WRITE_EXTS = {".wav", ".flac"}
 
 
-def _decode_av(path: str) -> tuple[np.ndarray, int]:
+def decode_av(source, name: str | None = None) -> tuple[np.ndarray, int]:
+  """Decodes the first audio stream of ``source`` (a path or a binary file object) with
+  FFmpeg (PyAV) to float32 ``(channels, samples)``; returns ``(audio, rate)``.
+
+  ``name`` labels error messages (defaults to ``source``). Container-level gapless
+  information (LAME tag, MP4 edit lists, Ogg pre-skip) is honoured by FFmpeg.
+  """
   import av  # Imported lazily: only compressed formats need FFmpeg.
+  name = name or str(source)
   try:
-    with av.open(path) as container:
+    with av.open(source) as container:
       streams = container.streams.audio
       if not streams:
-        raise AudioError(f"{path}: no audio stream")
+        raise AudioError(f"{name}: no audio stream")
       stream = streams[0]
       rate = stream.codec_context.sample_rate
       chunks = []
@@ -40,12 +47,12 @@ def _decode_av(path: str) -> tuple[np.ndarray, int]:
         else:
           chunks.append(a.astype(np.float32).reshape(-1, len(frame.layout.channels)).T)
   except av.error.FFmpegError as e:
-    raise AudioError(f"{path}: cannot decode ({e})") from None
+    raise AudioError(f"{name}: cannot decode ({e})") from None
   if not chunks:
-    raise AudioError(f"{path}: contains no audio samples")
+    raise AudioError(f"{name}: contains no audio samples")
   audio = np.concatenate(chunks, axis=1)
-  if np.issubdtype(frame.to_ndarray().dtype, np.integer):
-    audio /= float(np.iinfo(frame.to_ndarray().dtype).max) + 1.0
+  if np.issubdtype(a.dtype, np.integer):
+    audio /= float(np.iinfo(a.dtype).max) + 1.0
   return audio, rate
 
 
@@ -77,7 +84,7 @@ def load(path: str, sample_rate: int | None = None, start: int = 0,
       if ext != ".ogg":  # Ogg/Opus files that libsndfile refuses still decode with FFmpeg.
         raise AudioError(f"{path}: cannot decode ({e})") from None
   if audio is None:
-    audio, rate = _decode_av(path)
+    audio, rate = decode_av(path)
     audio = audio[:, start:None if frames < 0 else start + frames]
   audio = np.ascontiguousarray(audio, dtype=np.float32)
   if audio.shape[1] == 0:
