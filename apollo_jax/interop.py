@@ -285,6 +285,9 @@ def save_torch_generator(cfg: ApolloConfig, params: Mapping, path: str) -> None:
   from safetensors.numpy import save_file
   if not path.endswith(".safetensors"):
     raise ValueError(f"export writes .safetensors files, got {path}")
+  if cfg.residual or cfg.causal:
+    raise ValueError("the published model has no residual or causal variant; weights of "
+                     f"{cfg} would not compute the same function there")
   save_file(generator_state_dict_from_params(cfg, params), path,
             metadata={"format": "pt", "sr": str(cfg.sample_rate), "win": str(cfg.win_ms),
                       "feature_dim": str(cfg.feature_dim), "layer": str(cfg.num_layers)})
