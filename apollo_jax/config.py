@@ -22,6 +22,13 @@ class ApolloConfig:
     tcn_kernel: depthwise kernel size over time.
     causal: pad the time convolutions on the left only (streaming); the published
       model is not causal.
+    residual: add the predicted spectrum to the input spectrum (the output layer starts at
+      zero, so the untrained model is the identity). Not in the published model (which
+      predicts the spectrum directly); used by the small CPU demo to learn fast.
+    chunk_rows: run the position-wise layers (band transformer, TCN MLPs) over this many
+      (batch x frame) rows at a time, so their wide hidden activations stay in cache and
+      memory stays bounded; 0 = all at once; -1 (default) = 8 on CPU, 0 on GPU/TPU.
+      Only a memory/speed trade-off: results are the same.
     remat: rematerialise each block in the backward pass (saves memory when training).
     compute_dtype: dtype of the matmul inputs ("float32" or "bfloat16"); parameters,
       norms and spectral transforms stay float32.
@@ -36,6 +43,8 @@ class ApolloConfig:
   tcn_units: int = 3
   tcn_kernel: int = 7
   causal: bool = False
+  residual: bool = False
+  chunk_rows: int = -1
   remat: bool = False
   compute_dtype: str = "float32"
 

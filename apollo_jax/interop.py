@@ -46,10 +46,12 @@ def read_state_dict(path: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
   if os.path.isdir(path):
     raise CheckpointFormatError(f"{path} is a directory, expected a checkpoint file")
   if path.endswith(".safetensors"):
-    from safetensors import SafetensorError
+    from safetensors import SafetensorError, safe_open
     from safetensors.numpy import load_file
     try:
-      return dict(load_file(path)), {}
+      with safe_open(path, "numpy") as f:
+        meta = f.metadata() or {}
+      return dict(load_file(path)), _args_from_metadata(meta)
     except (SafetensorError, OSError, ValueError) as e:
       raise CheckpointFormatError(f"{path} is not a valid .safetensors file: {e}") from None
   obj = load_torch_file(path)
@@ -63,6 +65,23 @@ def read_state_dict(path: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
   if not sd:
     raise CheckpointFormatError(f"{path} holds no tensors")
   return sd, model_args
+
+
+def _args_from_metadata(meta: Mapping[str, str]) -> dict[str, Any]:
+  """``model_args`` from the string metadata :func:`save_torch_generator` writes."""
+  args: dict[str, Any] = {}
+  if "sr" in meta:
+    args["sr"] = int(meta["sr"])
+  if "win" in meta:
+    win = float(meta["win"])
+    args["win"] = int(win) if win.is_integer() else win
+  for key in ("feature_dim", "layer"):
+    if key in meta:
+      args[key] = int(meta[key])
+  for key in ("causal", "residual"):  # Variants the published model lacks.
+    if key in meta:
+      args[key] = meta[key] == "True"
+  return args
 
 
 def strip_prefix(sd: Mapping[str, np.ndarray], prefix: str) -> dict[str, np.ndarray]:
@@ -131,7 +150,9 @@ def config_from_state_dict(sd: Mapping[str, np.ndarray], sample_rate: int | None
   try:
     cfg = ApolloConfig(sample_rate=sample_rate, win_ms=win_ms, feature_dim=feature_dim,
                        num_layers=num_layers, num_heads=num_heads, num_bands=num_bands,
-                       tcn_units=tcn_units, tcn_kernel=tcn_kernel)
+                       tcn_units=tcn_units, tcn_kernel=tcn_kernel,
+                       causal=bool(model_args.get("causal", False)),
+                       residual=bool(model_args.get("residual", False)))
   except ValueError as e:
     raise CheckpointFormatError(f"inconsistent generator checkpoint: {e}") from None
   if list(cfg.band_widths) != widths:
@@ -282,7 +303,12 @@ def load_torch_generator(path: str, sample_rate: int | None = None) -> tuple[Apo
 
 
 def save_torch_generator(cfg: ApolloConfig, params: Mapping, path: str) -> None:
-  """Writes ``params`` under the official state-dict names as ``.safetensors`` (atomically)."""
+  """Writes ``params`` under the official state-dict names as ``.safetensors`` (atomically).
+
+  The config goes into the file's metadata, so :func:`load_torch_generator` restores it
+  exactly, including the causal / residual variants (which the published code lacks: it
+  would load their weights but compute a different function).
+  """
   from safetensors.numpy import save_file
   if not path.endswith(".safetensors"):
     raise ValueError(f"export writes .safetensors files, got {path}")
@@ -292,7 +318,8 @@ def save_torch_generator(cfg: ApolloConfig, params: Mapping, path: str) -> None:
   try:
     save_file(generator_state_dict_from_params(cfg, params), tmp,
               metadata={"format": "pt", "sr": str(cfg.sample_rate), "win": str(cfg.win_ms),
-                        "feature_dim": str(cfg.feature_dim), "layer": str(cfg.num_layers)})
+                        "feature_dim": str(cfg.feature_dim), "layer": str(cfg.num_layers),
+                        "causal": str(cfg.causal), "residual": str(cfg.residual)})
     os.replace(tmp, path)
   except BaseException:
     if os.path.exists(tmp):

@@ -63,13 +63,23 @@ def stft(x: jnp.ndarray, n_fft: int, hop: int | None = None) -> jnp.ndarray:
         f"STFT with window {n_fft} needs more than {pad} samples for reflect padding, "
         f"got {samples}")
   x = jnp.pad(x, [(0, 0)] * (x.ndim - 1) + [(pad, pad)], mode="reflect")
-  frames = _frame(x, n_fft, hop, num_frames(samples, hop))
+  return analysis_frames(_frame(x, n_fft, hop, num_frames(samples, hop)))
+
+
+def analysis_frames(frames: jnp.ndarray) -> jnp.ndarray:
+  """Windowed rFFT of ready-cut frames: (..., frames, n_fft) -> (..., n_fft // 2 + 1, frames)."""
+  n_fft = frames.shape[-1]
   spec = jnp.fft.rfft(frames * hann_window(n_fft), n=n_fft, axis=-1)
   return jnp.swapaxes(spec, -1, -2)
 
 
+def synthesis_frames(spec: jnp.ndarray, n_fft: int) -> jnp.ndarray:
+  """Windowed inverse rFFT: (..., n_fft // 2 + 1, frames) -> (..., frames, n_fft), to overlap-add."""
+  return jnp.fft.irfft(jnp.swapaxes(spec, -1, -2), n=n_fft, axis=-1) * hann_window(n_fft)
+
+
 @functools.lru_cache(maxsize=None)
-def _window_envelope(n_fft: int, hop: int, frames: int) -> np.ndarray:
+def window_envelope(n_fft: int, hop: int, frames: int) -> np.ndarray:
   """Overlap-added squared window, (n_fft + hop * (frames - 1),) float32."""
   w2 = hann_window(n_fft).astype(np.float64) ** 2
   env = np.zeros(n_fft + hop * (frames - 1))
@@ -116,10 +126,9 @@ def istft(spec: jnp.ndarray, n_fft: int, length: int, hop: int | None = None) ->
   frames = spec.shape[-1]
   if spec.shape[-2] != n_fft // 2 + 1:
     raise ValueError(f"spectrum has {spec.shape[-2]} bins, expected {n_fft // 2 + 1} for n_fft={n_fft}")
-  wav = jnp.fft.irfft(jnp.swapaxes(spec, -1, -2), n=n_fft, axis=-1) * hann_window(n_fft)
-  wav = _overlap_add(wav, hop)
+  wav = _overlap_add(synthesis_frames(spec, n_fft), hop)
   start = n_fft // 2
-  env = _window_envelope(n_fft, hop, frames)[start:start + length]
+  env = window_envelope(n_fft, hop, frames)[start:start + length]
   wav = wav[..., start:start + length]
   available = wav.shape[-1]
   # Outside the region covered by frames torch leaves zeros; the envelope is only used inside.

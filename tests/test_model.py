@@ -70,3 +70,19 @@ def test_config_validation():
   with pytest.raises(ValueError, match="too small"):
     ApolloConfig(win_ms=1)
   assert ApolloConfig.from_json(TINY.to_json()) == TINY
+
+
+def test_chunked_rows_give_the_same_output():
+  params = init_params(TINY, jax.random.PRNGKey(3))
+  x = jnp.asarray(np.random.default_rng(3).standard_normal((2, 2, 4000)), jnp.float32) * 0.1
+  ref = Apollo(TINY).apply({"params": params}, x)
+  chunked = ApolloConfig(**{**TINY.__dict__, "chunk_rows": 7})  # 2*2*10 rows, not a multiple of 7
+  out = jax.jit(lambda p, x: Apollo(chunked).apply({"params": p}, x))(params, x)
+  np.testing.assert_allclose(np.asarray(out), np.asarray(ref), atol=1e-6)
+
+
+def test_residual_variant_starts_as_identity():
+  cfg = ApolloConfig(**{**TINY.__dict__, "residual": True})
+  params = init_params(cfg, jax.random.PRNGKey(4))
+  x = jnp.asarray(np.random.default_rng(4).standard_normal((1, 2, 3000)), jnp.float32) * 0.1
+  np.testing.assert_allclose(np.asarray(Apollo(cfg).apply({"params": params}, x)), np.asarray(x), atol=1e-5)
