@@ -215,7 +215,10 @@ class Reader:
 
   def _checked_blocks(self, block_frames: int, start: int, frames: int) -> Iterator[np.ndarray]:
     if self._sf is not None and start:
-      self._sf.seek(start)
+      try:
+        self._sf.seek(start)
+      except (sf.LibsndfileError, RuntimeError) as e:
+        raise AudioError(f"{self.path}: cannot decode ({e})") from None
       start = 0
     skip, left = start, frames
     self.file_samples = 0
