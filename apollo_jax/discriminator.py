@@ -26,6 +26,7 @@ from __future__ import annotations
 from typing import Sequence
 
 import flax.linen as nn
+import flax.traverse_util
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -205,7 +206,26 @@ def deinterleave(tree, groups: int) -> tuple:
 
 def init_discriminator(rng: jax.Array, windows: Sequence[int] = WINDOWS, channels: int = 2,
                        hidden: int = 8) -> dict:
-  """Random ``{"params", "spectral"}`` (PyTorch-style init, random unit ``u, v``)."""
+  """Random ``{"params", "spectral"}`` as torch initialises them (numpy arrays).
+
+  Conv kernels and biases ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in)); ``u``, ``v`` random unit
+  vectors. Drawn on the host from a numpy generator seeded by ``rng``: jax's PRNG would
+  compile one kernel per tensor shape, which takes far longer than the draw.
+  """
   disc = Discriminator(tuple(windows), channels, hidden)
-  x = jnp.zeros((1, channels, max(windows)), jnp.float32)
-  return jax.jit(lambda r: disc.init(r, x))(rng)
+  x = jax.ShapeDtypeStruct((1, channels, max(windows)), jnp.float32)
+  shapes = flax.traverse_util.flatten_dict(jax.eval_shape(disc.init, jax.random.PRNGKey(0), x))
+  if jnp.issubdtype(rng.dtype, jax.dtypes.prng_key):
+    rng = jax.random.key_data(rng)
+  gen = np.random.default_rng(np.asarray(rng).ravel().tolist())
+  out = {}
+  for path, shape in sorted(shapes.items()):
+    if path[0] == "params":
+      kernel = shapes[(*path[:-1], "kernel")].shape
+      bound = 1.0 / np.sqrt(np.prod(kernel[:-1]))  # fan_in = kh * kw * in
+      value = gen.uniform(-bound, bound, shape.shape)
+    else:
+      value = gen.standard_normal(shape.shape)
+      value /= max(np.linalg.norm(value), SN_EPS)
+    out[path] = value.astype(np.float32)
+  return flax.traverse_util.unflatten_dict(out)

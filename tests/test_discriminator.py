@@ -74,7 +74,7 @@ def test_eval_mode_leaves_u_v_and_needs_no_mutation():
   v = tiny_variables()
   disc = Discriminator(SMALL)
   x = noise((1, 2, 256))
-  _, state = disc.apply(v, x, mutable=["spectral"])
+  _, state = jax.jit(lambda v, x: disc.apply(v, x, mutable=["spectral"]))(v, x)
   for a, b in zip(jax.tree.leaves(state["spectral"]), jax.tree.leaves(v["spectral"])):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
   with pytest.raises(Exception, match="spectral"):
@@ -85,10 +85,11 @@ def test_grouped_pass_equals_sequential_applications():
   v = tiny_variables(1)
   disc = Discriminator(SMALL)
   a, b = noise((2, 2, 300), 1), noise((2, 2, 300), 2)
-  run = lambda v, x, **kw: disc.apply(v, x, train=True, mutable=["spectral"], **kw)
+  run = jax.jit(lambda v, x: disc.apply(v, x, train=True, mutable=["spectral"]))
   out_a, s1 = run(v, a)
   out_b, s2 = run({"params": v["params"], **s1}, b)
-  out_ab, s12 = run(v, interleave(a, b), groups=2)
+  out_ab, s12 = jax.jit(lambda v, x: disc.apply(v, x, train=True, mutable=["spectral"], groups=2))(
+      v, interleave(a, b))
   got_a, got_b = deinterleave(out_ab, 2)
   for want, got in ((out_a, got_a), (out_b, got_b)):
     for w, g in zip(jax.tree.leaves(want), jax.tree.leaves(got)):
@@ -102,7 +103,7 @@ def test_no_gradient_through_power_iteration():
   v = tiny_variables(2)
   disc = Discriminator(SMALL)
   x = noise((1, 2, 256), 3)
-  _, after = disc.apply(v, x, train=True, mutable=["spectral"])
+  _, after = jax.jit(lambda v, x: disc.apply(v, x, train=True, mutable=["spectral"]))(v, x)
 
   def loss_train(p):
     (scores, _), _ = disc.apply({"params": p, "spectral": v["spectral"]}, x, train=True,
@@ -113,7 +114,8 @@ def test_no_gradient_through_power_iteration():
     scores, _ = disc.apply({"params": p, **after}, x)
     return sum(jnp.sum(s ** 2) for s in scores)
 
-  g_train, g_eval = jax.grad(loss_train)(v["params"]), jax.grad(loss_eval)(v["params"])
+  g_train = jax.jit(jax.grad(loss_train))(v["params"])
+  g_eval = jax.jit(jax.grad(loss_eval))(v["params"])
   for a, b in zip(jax.tree.leaves(g_train), jax.tree.leaves(g_eval)):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-8)
 
@@ -121,12 +123,17 @@ def test_no_gradient_through_power_iteration():
 def test_input_shape_is_checked():
   v = tiny_variables()
   with pytest.raises(ValueError, match=r"\(batch, 2, samples\)"):
-    Discriminator(SMALL).apply(v, jnp.zeros((1, 1, 256)))
+    jax.eval_shape(lambda v: Discriminator(SMALL).apply(v, jnp.zeros((1, 1, 256))), v)
+
+
+def random_like(tree, seed=0):
+  rng = np.random.default_rng(seed)
+  return jax.tree.map(lambda s: rng.standard_normal(s.shape).astype(np.float32), tree)
 
 
 def test_state_dict_round_trip_and_lightning_prefix(tmp_path):
   from safetensors.numpy import save_file
-  v = init_discriminator(jax.random.PRNGKey(3))
+  v = random_like(jax.eval_shape(init_discriminator, jax.random.PRNGKey(3)))
   sd = discriminator_state_dict_from_variables(v)
   assert "discriminators.6.discriminator.0.0.weight_orig" in sd
   assert "discriminators.0.discriminator.6.weight" in sd and len(sd) == 182

@@ -159,8 +159,8 @@ def train_step_fn(gen_cfg: ApolloConfig, cfg: TrainConfig) -> StepFn:
         rng=jax.random.split(state.rng)[0], nonfinite_g=nonfinite_g, nonfinite_d=nonfinite_d)
     metrics = {
         "loss_d": loss_d, "loss_g": loss_g, "loss_g_rec": rec, "loss_g_adv": adv,
-        "loss_g_fm": fm, "grad_norm_d": optax.global_norm(grads_d),
-        "grad_norm_g": optax.global_norm(grads_g),
+        "loss_g_fm": fm, "grad_norm_d": optax.tree.norm(grads_d),
+        "grad_norm_g": optax.tree.norm(grads_g),
         "lr_d": sched_d(state.step - state.nonfinite_d),
         "lr_g": sched_g(state.step - state.nonfinite_g),
         "nonfinite_d": nonfinite_d, "nonfinite_g": nonfinite_g,
