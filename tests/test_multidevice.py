@@ -34,7 +34,11 @@ def main():
 
   assert jax.device_count() == DEVICES, f"expected {DEVICES} devices, got {jax.devices()}"
   gen_cfg = ApolloConfig(feature_dim=16, num_layers=1, num_heads=2)
-  cfg = TrainConfig(windows=(32, 64, 128))
+  # Adam moves a weight by ~lr * sign(grad) even when the gradient is ~0, so with eps=1e-8
+  # a different summation order (8 partial sums vs 1) flips a few near-zero gradients into
+  # lr-sized differences (measured: 46 of 25280 entries of one kernel, 4e-4). A larger eps
+  # keeps the update proportional to the gradient, so the check sees the sharded maths.
+  cfg = TrainConfig(windows=(32, 64, 128), adam_eps=1e-3)
   rng = np.random.default_rng(0)
   batches = []
   for _ in range(2):
@@ -54,9 +58,13 @@ def main():
 
   many, m_many = train(jax.devices())
   one, m_one = train(jax.devices()[:1])
-  diff = max(float(np.abs(np.asarray(a) - np.asarray(b)).max())
-             for a, b in zip(jax.tree.leaves(many), jax.tree.leaves(one)))
-  print(f"losses 8 devices {float(m_many['loss_g']):.6f} / 1 device {float(m_one['loss_g']):.6f}")
+  diffs = {jax.tree_util.keystr(path): float(np.abs(np.asarray(a) - np.asarray(b)).max())
+           for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(many), jax.tree.leaves(one))}
+  diff = max(diffs.values())
+  print("largest differences:", sorted(diffs.items(), key=lambda kv: -kv[1])[:4])
+  for key in ("loss_d", "loss_g", "grad_norm_d", "grad_norm_g"):
+    print(f"{key}: 8 devices {float(m_many[key]):.7g} / 1 device {float(m_one[key]):.7g}")
+    np.testing.assert_allclose(float(m_many[key]), float(m_one[key]), rtol=1e-5)
   print(f"max abs diff {diff:.3g}")
   assert diff <= 1e-5, diff
 
