@@ -33,6 +33,8 @@ class TrainConfig:
       losses stay float32). Overrides the generator config's field.
     remat: rematerialise the generator's band-sequence blocks in the backward pass
       (less memory, ~1/3 more generator compute). Overrides the generator config's field.
+    freeze_blocks: fine-tuning: the first N band-sequence blocks of the generator are not
+      updated (their gradients are dropped before clipping).
   """
 
   g_lr: float = 1e-3
@@ -54,6 +56,7 @@ class TrainConfig:
   spectral_norm_updates_per_step: int = 4
   compute_dtype: str = "float32"
   remat: bool = False
+  freeze_blocks: int = 0
 
   def __post_init__(self):
     # Lists (from JSON or a ConfigDict) become tuples so the config stays hashable.

@@ -62,8 +62,14 @@ def make_optimizers(cfg: TrainConfig) -> tuple[optax.GradientTransformation, opt
         optax.clip_by_global_norm(cfg.clip_norm),
         optax.adamw(lr_schedule(lr, cfg), b1=betas[0], b2=betas[1], eps=cfg.adam_eps,
                     weight_decay=wd))
-  return (chain(cfg.g_lr, cfg.g_betas, cfg.g_weight_decay),
-          chain(cfg.d_lr, cfg.d_betas, cfg.d_weight_decay))
+  gen = chain(cfg.g_lr, cfg.g_betas, cfg.g_weight_decay)
+  if cfg.freeze_blocks:
+    # Fine-tuning: the first blocks get no update at all (no weight decay either).
+    frozen = {f"block_{i}" for i in range(cfg.freeze_blocks)}
+    labels = lambda params: {k: jax.tree.map(lambda _: "frozen" if k in frozen else "train", v)
+                             for k, v in params.items()}
+    gen = optax.multi_transform({"train": gen, "frozen": optax.set_to_zero()}, labels)
+  return gen, chain(cfg.d_lr, cfg.d_betas, cfg.d_weight_decay)
 
 
 def create_train_state(gen_cfg: ApolloConfig, train_cfg: TrainConfig, rng: jax.Array,
