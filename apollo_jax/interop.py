@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import re
+import tempfile
 from typing import Any, Mapping
 
 import numpy as np
@@ -304,7 +305,7 @@ def load_torch_generator(path: str, sample_rate: int | None = None) -> tuple[Apo
 
 
 def save_torch_generator(cfg: ApolloConfig, params: Mapping, path: str) -> None:
-  """Writes ``params`` under the official state-dict names as ``.safetensors``.
+  """Writes ``params`` under the official state-dict names as ``.safetensors`` (atomically).
 
   The config goes into the file's metadata, so :func:`load_torch_generator` restores it
   exactly, including the causal / residual variants (which the published code lacks: it
@@ -313,10 +314,20 @@ def save_torch_generator(cfg: ApolloConfig, params: Mapping, path: str) -> None:
   from safetensors.numpy import save_file
   if not path.endswith(".safetensors"):
     raise ValueError(f"export writes .safetensors files, got {path}")
-  save_file(generator_state_dict_from_params(cfg, params), path,
-            metadata={"format": "pt", "sr": str(cfg.sample_rate), "win": str(cfg.win_ms),
-                      "feature_dim": str(cfg.feature_dim), "layer": str(cfg.num_layers),
-                      "causal": str(cfg.causal), "residual": str(cfg.residual)})
+  fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".safetensors",
+                             dir=os.path.dirname(os.path.abspath(path)))
+  os.close(fd)
+  try:
+    save_file(generator_state_dict_from_params(cfg, params), tmp,
+              metadata={"format": "pt", "sr": str(cfg.sample_rate), "win": str(cfg.win_ms),
+                        "feature_dim": str(cfg.feature_dim), "layer": str(cfg.num_layers),
+                        "causal": str(cfg.causal), "residual": str(cfg.residual)})
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+    raise
+
 
 
 # Discriminator: discriminators.<w>.discriminator.<j>.0.{weight_orig, weight_u, weight_v, bias}
@@ -409,3 +420,50 @@ def load_torch_discriminator(path: str, num_windows: int = 7, channels: int = 2,
   sd, _ = read_state_dict(path)
   sd = strip_prefix(sd, "discriminator.")
   return discriminator_variables_from_state_dict(sd, num_windows, channels, hidden)
+
+
+def main(argv: list[str] | None = None) -> int:
+  """``convert IN OUT_DIR`` / ``export IN OUT.safetensors``; exit 2 with one line on errors."""
+  import argparse
+  import pickle
+  import sys
+  from apollo_jax import inference  # imports this module: keep it out of the module level
+
+  parser = argparse.ArgumentParser(
+      prog="python -m apollo_jax.interop",
+      description="Convert generator checkpoints between the published PyTorch format and ours.")
+  sub = parser.add_subparsers(dest="command", required=True)
+  conv = sub.add_parser("convert", help="any checkpoint -> orbax params folder + config.json")
+  conv.add_argument("input", help="published .bin/.pth/.ckpt, .safetensors, or an orbax folder")
+  conv.add_argument("output", help="folder to create (OUT/params, OUT/config.json)")
+  exp = sub.add_parser("export", help="any checkpoint -> .safetensors with the official names")
+  exp.add_argument("input", help="orbax params or training folder, or any file convert reads")
+  exp.add_argument("output", help="the .safetensors file to write")
+  for p in (conv, exp):
+    p.add_argument("--sample-rate", type=int, default=None,
+                   help="sample rate of a state dict that does not record it (default 44100)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+  args = parser.parse_args(argv)
+  try:
+    if args.command == "export" and not args.output.endswith(".safetensors"):
+      raise ValueError(f"{args.output}: export writes .safetensors files")
+    if os.path.exists(args.output) and not args.overwrite:
+      raise ValueError(f"{args.output} already exists (pass --overwrite to replace it)")
+    if os.path.exists(args.input) and os.path.exists(args.output) and os.path.samefile(
+        args.input, args.output):
+      raise ValueError(f"{args.output} is the input; refusing to overwrite it")
+    cfg, params = inference.load_generator(args.input, args.sample_rate)
+    if args.command == "convert":
+      inference.save_generator(args.output, cfg, params, overwrite=args.overwrite)
+    else:
+      save_torch_generator(cfg, params, args.output)
+  except (OSError, ValueError, KeyError, TypeError, EOFError, pickle.UnpicklingError) as e:
+    print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
+    return 2
+  print(f"wrote {args.output} (feature_dim={cfg.feature_dim}, num_layers={cfg.num_layers}, "
+        f"sample_rate={cfg.sample_rate})")
+  return 0
+
+
+if __name__ == "__main__":
+  raise SystemExit(main())
