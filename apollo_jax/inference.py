@@ -12,7 +12,8 @@ Checkpoints (:func:`load_generator`)
      <dir>/params/        orbax PyTree checkpoint of the generator params
                           (``ocp.StandardCheckpointer().save(<dir>/params, params)``)
 
-3. An **orbax CheckpointManager root** of a training run::
+3. A ``train.py`` work directory (its ``checkpoints/best``, else ``checkpoints/last``), or
+   an **orbax CheckpointManager root** of a training run::
 
      <root>/<step>/<item>/    numeric step folders, each holding PyTree items
 
@@ -118,6 +119,11 @@ def load_generator(checkpoint: str, sample_rate: int | None = None) -> tuple[Apo
     raise FileNotFoundError(f"checkpoint not found: {checkpoint}")
   if not os.path.isdir(checkpoint):
     return load_torch_generator(checkpoint, sample_rate)
+  runs = os.path.join(checkpoint, "checkpoints")
+  if os.path.isdir(runs):  # A train.py work directory: its best checkpoint, else the latest.
+    for sub in ("best", "last"):
+      if os.path.isdir(os.path.join(runs, sub)) and _step_dirs(os.path.join(runs, sub)):
+        return _load_orbax(os.path.join(os.path.abspath(runs), sub))
   return _load_orbax(os.path.abspath(checkpoint))
 
 

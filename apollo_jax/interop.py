@@ -29,6 +29,8 @@ __all__ = [
     "CheckpointFormatError", "UnsafeCheckpointError", "read_state_dict",
     "config_from_state_dict", "generator_params_from_state_dict",
     "generator_state_dict_from_params", "load_torch_generator", "save_torch_generator",
+    "discriminator_variables_from_state_dict", "discriminator_state_dict_from_variables",
+    "load_torch_discriminator",
 ]
 
 TORCH_SUFFIXES = (".bin", ".pth", ".pt", ".ckpt")
@@ -325,6 +327,99 @@ def save_torch_generator(cfg: ApolloConfig, params: Mapping, path: str) -> None:
     if os.path.exists(tmp):
       os.remove(tmp)
     raise
+
+
+
+# Discriminator: discriminators.<w>.discriminator.<j>.0.{weight_orig, weight_u, weight_v, bias}
+# for the six spectrally normalised convs, discriminators.<w>.discriminator.6.{weight, bias}.
+_DISC_PREFIX = "discriminators.{w}.discriminator.{j}."
+
+
+def _disc_layout(num_windows: int, channels: int, hidden: int) -> dict[str, tuple[int, ...]]:
+  """Official discriminator names -> shapes."""
+  from apollo_jax.discriminator import STRIDES
+  shapes: dict[str, tuple[int, ...]] = {}
+  last = len(STRIDES) - 1
+  for w in range(num_windows):
+    cin = 2 * channels
+    for j in range(len(STRIDES)):
+      cout = 1 if j == last else hidden * 2 ** j
+      p = _DISC_PREFIX.format(w=w, j=j)
+      if j == last:
+        shapes |= {p + "weight": (cout, cin, 3, 3), p + "bias": (cout,)}
+      else:
+        shapes |= {p + "0.weight_orig": (cout, cin, 3, 3), p + "0.bias": (cout,),
+                   p + "0.weight_u": (cout,), p + "0.weight_v": (cin * 9,)}
+      cin = cout
+  return shapes
+
+
+def discriminator_variables_from_state_dict(sd: Mapping[str, np.ndarray], num_windows: int = 7,
+                                            channels: int = 2, hidden: int = 8) -> dict:
+  """Official discriminator state dict -> ``{"params": ..., "spectral": ...}`` (numpy)."""
+  from apollo_jax.discriminator import STRIDES
+  expected = _disc_layout(num_windows, channels, hidden)
+  missing = sorted(set(expected) - set(sd))
+  unexpected = sorted(set(sd) - set(expected))
+  if missing or unexpected:
+    raise CheckpointFormatError(
+        f"discriminator state dict does not match {num_windows} windows, {channels} channels, "
+        f"hidden {hidden}: missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
+        f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}")
+  bad = [f"{k}: {tuple(sd[k].shape)} != {s}" for k, s in expected.items() if tuple(sd[k].shape) != s]
+  if bad:
+    raise CheckpointFormatError("discriminator tensor shapes are inconsistent: " + "; ".join(bad[:5]))
+  params: dict[str, Any] = {}
+  spectral: dict[str, Any] = {}
+  last = len(STRIDES) - 1
+  for w in range(num_windows):
+    for j in range(len(STRIDES)):
+      p = _DISC_PREFIX.format(w=w, j=j)
+      weight = p + "weight" if j == last else p + "0.weight_orig"
+      bias = p + "bias" if j == last else p + "0.bias"
+      # torch (out, in, kh, kw) -> flax HWIO (kh, kw, in, out)
+      params.setdefault(f"disc_{w}", {})[f"conv_{j}"] = {
+          "kernel": np.ascontiguousarray(np.transpose(np.asarray(sd[weight], np.float32), (2, 3, 1, 0))),
+          "bias": np.asarray(sd[bias], np.float32)}
+      if j != last:
+        spectral.setdefault(f"disc_{w}", {})[f"conv_{j}"] = {
+            "u": np.asarray(sd[p + "0.weight_u"], np.float32),
+            "v": np.asarray(sd[p + "0.weight_v"], np.float32)}
+  return {"params": params, "spectral": spectral}
+
+
+def discriminator_state_dict_from_variables(variables: Mapping) -> dict[str, np.ndarray]:
+  """``{"params", "spectral"}`` -> the official discriminator state-dict names."""
+  params, spectral = _to_numpy(variables["params"]), _to_numpy(variables["spectral"])
+  sd: dict[str, np.ndarray] = {}
+  for w in range(len(params)):
+    convs = params[f"disc_{w}"]
+    last = len(convs) - 1
+    for j in range(len(convs)):
+      p = _DISC_PREFIX.format(w=w, j=j)
+      conv = convs[f"conv_{j}"]
+      weight = np.transpose(conv["kernel"], (3, 2, 0, 1))
+      if j == last:
+        sd |= {p + "weight": weight, p + "bias": conv["bias"]}
+      else:
+        sn = spectral[f"disc_{w}"][f"conv_{j}"]
+        sd |= {p + "0.weight_orig": weight, p + "0.bias": conv["bias"],
+               p + "0.weight_u": sn["u"], p + "0.weight_v": sn["v"]}
+  return {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in sd.items()}
+
+
+def load_torch_discriminator(path: str, num_windows: int = 7, channels: int = 2,
+                             hidden: int = 8) -> dict:
+  """Loads a published discriminator: ``{"params": ..., "spectral": ...}``.
+
+  Accepts ``.safetensors`` or a PyTorch zip pickle (Lightning checkpoint with the
+  ``discriminator.`` prefix, or a bare state dict), read without executing the pickle.
+  ``weight_orig`` becomes the conv kernel and ``weight_u`` / ``weight_v`` the ``spectral``
+  collection's ``u`` / ``v``.
+  """
+  sd, _ = read_state_dict(path)
+  sd = strip_prefix(sd, "discriminator.")
+  return discriminator_variables_from_state_dict(sd, num_windows, channels, hidden)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,231 @@
+"""Multi-resolution STFT discriminator (paper II-E) with PyTorch-style spectral norm.
+
+Seven sub-discriminators, one per STFT window (32 ... 2048 samples, hop = window / 2).
+The input waveform ``(batch, 2, samples)`` is first divided by its root energy per
+example; each window's spectrum is laid out as an image ``(batch, freq, frames, 4)`` with
+channels ``[ch0_re, ch0_im, ch1_re, ch1_im]`` and scored by seven 3x3 convolutions
+(4 -> 8 -> ... -> 256 -> 1, strides 1,2,1,2,1,2,1, LeakyReLU(0.2) after all but the last).
+
+Spectral normalisation follows ``torch.nn.utils.spectral_norm`` exactly:
+
+* the parameter is the raw weight (``weight_orig`` in torch);
+* ``u`` and ``v`` live in the ``spectral`` collection, not in ``params``;
+* in training mode (``train=True``, ``mutable=["spectral"]``) each application runs one
+  power iteration from the stored ``u`` and stores the new ``u, v``; in eval mode the stored
+  vectors are used as they are;
+* ``sigma = u . (W v)`` with ``W`` the weight as a ``(out, in * 3 * 3)`` matrix; gradients
+  flow through ``W`` in sigma but never through the power iteration.
+
+Layout is NHWC (H = frequency, W = frames) for speed; feature maps come out as
+``(batch, freq, frames, channels)``. ``v`` is kept in torch's ``(in, kh, kw)`` order so that
+published ``weight_v`` buffers load unchanged.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import flax.linen as nn
+import flax.traverse_util
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from apollo_jax import spectral
+from apollo_jax.model import torch_uniform
+
+WINDOWS = (32, 64, 128, 256, 512, 1024, 2048)
+EPS = float(np.finfo(np.float32).eps)  # input power normalisation
+SN_EPS = 1e-12  # torch.nn.utils.spectral_norm's normalize eps
+STRIDES = (1, 2, 1, 2, 1, 2, 1)
+NEGATIVE_SLOPE = 0.2
+_HIGHEST = jax.lax.Precision.HIGHEST
+
+Spectra = tuple[jnp.ndarray, ...]
+Scores = tuple[jnp.ndarray, ...]
+Features = tuple[tuple[jnp.ndarray, ...], ...]
+
+
+def multi_stft(x: jnp.ndarray, windows: Sequence[int] = WINDOWS) -> Spectra:
+  """STFT of ``x (..., samples)`` for each window: ``(..., window // 2 + 1, frames)`` complex."""
+  return tuple(spectral.stft(x, w, w // 2) for w in windows)
+
+
+def root_energy(x: jnp.ndarray) -> jnp.ndarray:
+  """``sqrt(sum of x^2 over channels and samples + eps)`` per example: (batch,) from (batch, C, S)."""
+  return jnp.sqrt(jnp.sum(jnp.square(x), axis=(1, 2)) + EPS)
+
+
+def _l2_normalize(x: jnp.ndarray) -> jnp.ndarray:
+  """``x / max(|x|, 1e-12)`` like ``torch.nn.functional.normalize``."""
+  return x / jnp.maximum(jnp.sqrt(jnp.sum(jnp.square(x))), SN_EPS)
+
+
+def _random_unit(key: jax.Array, n: int) -> jnp.ndarray:
+  return _l2_normalize(jax.random.normal(key, (n,), jnp.float32))
+
+
+class Conv(nn.Module):
+  """3x3 conv (padding 1) on NHWC, optionally spectrally normalised (torch semantics).
+
+  ``(batch, H, W, in) -> (batch, ceil(H / stride), ceil(W / stride), features)``.
+  With ``groups > 1`` in training mode, row ``r`` of the batch belongs to sub-batch
+  ``r % groups`` and sub-batch ``g`` is normalised with the estimate after ``g + 1`` power
+  iterations: the same as applying the conv to each sub-batch in turn.
+  """
+
+  features: int
+  stride: int
+  spectral_norm: bool = True
+  compute_dtype: str = "float32"
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray, train: bool = False, groups: int = 1) -> jnp.ndarray:
+    cin = x.shape[-1]
+    fan_in = cin * 9
+    kernel = self.param("kernel", torch_uniform(fan_in), (3, 3, cin, self.features))
+    bias = self.param("bias", torch_uniform(fan_in), (self.features,))
+    dt = self.compute_dtype
+    y = jax.lax.conv_general_dilated(
+        x.astype(dt), kernel.astype(dt), (self.stride, self.stride), ((1, 1), (1, 1)),
+        dimension_numbers=("NHWC", "HWIO", "NHWC"), preferred_element_type=jnp.float32)
+    if self.spectral_norm:
+      # conv(x, W / sigma) = conv(x, W) / sigma: one conv serves every sub-batch.
+      inv_sigma = 1.0 / self._sigmas(kernel, train, groups)  # (groups,)
+      y = y * jnp.tile(inv_sigma, x.shape[0] // inv_sigma.shape[0])[:, None, None, None]
+    return y + bias
+
+  def _sigmas(self, kernel: jnp.ndarray, train: bool, groups: int) -> jnp.ndarray:
+    """Largest singular value estimates ``u . (W v)``: ``(groups,)`` when training (one
+    power iteration each, ``u, v`` stored after the last), ``(1,)`` from the stored
+    ``u, v`` in eval mode."""
+    out = self.features
+    mat = jnp.transpose(kernel, (3, 2, 0, 1)).reshape(out, -1)  # torch (out, in*kh*kw)
+    u = self.variable("spectral", "u", lambda: _random_unit(self.make_rng("params"), out))
+    v = self.variable("spectral", "v", lambda: _random_unit(self.make_rng("params"), mat.shape[1]))
+    u_vec, v_vec = u.value, v.value
+    if not train or self.is_initializing():
+      return _sigma(mat, u_vec, v_vec)[None]
+    w = jax.lax.stop_gradient(mat)
+    sigmas = []
+    for _ in range(groups):
+      v_vec = _l2_normalize(jnp.dot(u_vec, w, precision=_HIGHEST))
+      u_vec = _l2_normalize(jnp.dot(w, v_vec, precision=_HIGHEST))
+      sigmas.append(_sigma(mat, u_vec, v_vec))
+    u.value, v.value = u_vec, v_vec
+    return jnp.stack(sigmas)
+
+
+def _sigma(mat: jnp.ndarray, u: jnp.ndarray, v: jnp.ndarray) -> jnp.ndarray:
+  """``u . (W v)``, differentiable in ``W`` only."""
+  u, v = jax.lax.stop_gradient(u), jax.lax.stop_gradient(v)
+  return jnp.dot(u, jnp.dot(mat, v, precision=_HIGHEST), precision=_HIGHEST)
+
+
+class SubDiscriminator(nn.Module):
+  """Seven convs on one window's spectrum image ``(batch, freq, frames, 2 * channels)``.
+
+  Returns ``(score (batch, f', t', 1), six hidden maps after their LeakyReLU)``.
+  """
+
+  hidden: int = 8
+  compute_dtype: str = "float32"
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray, train: bool = False, groups: int = 1):
+    feats = []
+    n = len(STRIDES)
+    for j, stride in enumerate(STRIDES):
+      last = j == n - 1
+      width = 1 if last else self.hidden * 2 ** j
+      x = Conv(width, stride, spectral_norm=not last, compute_dtype=self.compute_dtype,
+               name=f"conv_{j}")(x, train, groups)
+      if not last:
+        x = nn.leaky_relu(x, NEGATIVE_SLOPE)
+        feats.append(x)
+    return x, tuple(feats)
+
+
+class Discriminator(nn.Module):
+  """The published ``MultiFrequencyDiscriminator``.
+
+  ``Discriminator().apply({"params": p, "spectral": s}, x)`` scores ``x`` (batch, channels,
+  samples) in eval mode; ``apply(..., x, train=True, mutable=["spectral"])`` also runs one
+  power iteration per spectrally normalised conv and returns the new ``spectral`` state.
+
+  ``spectra`` may pass precomputed :func:`multi_stft` of the *raw* ``x`` (e.g. shared with
+  the reconstruction loss); the power normalisation is then applied to them (STFT is
+  linear). Returns ``(scores, features)``: per window the final map
+  ``(batch, f', t', 1)`` and a tuple of six hidden maps ``(batch, f_j, t_j, c_j)``.
+
+  ``groups``: ``x`` holds that many sub-batches interleaved along the batch (row ``r`` in
+  sub-batch ``r % groups``, see :func:`interleave`). In training mode the result equals
+  applying D to each sub-batch in turn (``groups`` power iterations) in one pass.
+  """
+
+  windows: tuple[int, ...] = WINDOWS
+  channels: int = 2
+  hidden: int = 8
+  compute_dtype: str = "float32"
+
+  def setup(self):
+    self.disc = [SubDiscriminator(self.hidden, self.compute_dtype) for _ in self.windows]
+
+  def __call__(self, x: jnp.ndarray, train: bool = False, spectra: Spectra | None = None,
+               groups: int = 1) -> tuple[Scores, Features]:
+    if x.ndim != 3 or x.shape[1] != self.channels:
+      raise ValueError(f"expected (batch, {self.channels}, samples), got shape {x.shape}")
+    if x.shape[0] % groups:
+      raise ValueError(f"batch {x.shape[0]} is not divisible into {groups} interleaved groups")
+    if spectra is None:
+      spectra = multi_stft(x, self.windows)
+    if len(spectra) != len(self.windows):
+      raise ValueError(f"got {len(spectra)} spectra for {len(self.windows)} windows")
+    scale = (1.0 / root_energy(x.astype(jnp.float32)))[:, None, None, None]
+    scores, features = [], []
+    for sub, spec in zip(self.disc, spectra):
+      spec = spec * scale  # (batch, C, F, T)
+      img = jnp.stack([jnp.real(spec), jnp.imag(spec)], axis=-1)  # (batch, C, F, T, 2)
+      img = jnp.transpose(img, (0, 2, 3, 1, 4)).reshape(*img.shape[:1], *img.shape[2:4], -1)
+      score, feats = sub(img, train, groups)
+      scores.append(score)
+      features.append(feats)
+    return tuple(scores), tuple(features)
+
+
+def interleave(*xs: jnp.ndarray) -> jnp.ndarray:
+  """``(a_0, b_0, ..., a_1, b_1, ...)`` along the batch; keeps batch shards local."""
+  return jnp.stack(xs, axis=1).reshape(-1, *xs[0].shape[1:])
+
+
+def deinterleave(tree, groups: int) -> tuple:
+  """Inverse of :func:`interleave` on every leaf of ``tree``: one tree per group."""
+  split = jax.tree.map(lambda a: a.reshape(-1, groups, *a.shape[1:]), tree)
+  return tuple(jax.tree.map(lambda a, g=g: a[:, g], split) for g in range(groups))
+
+
+def init_discriminator(rng: jax.Array, windows: Sequence[int] = WINDOWS, channels: int = 2,
+                       hidden: int = 8) -> dict:
+  """Random ``{"params", "spectral"}`` as torch initialises them (numpy arrays).
+
+  Conv kernels and biases ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in)); ``u``, ``v`` random unit
+  vectors. Drawn on the host from a numpy generator seeded by ``rng``: jax's PRNG would
+  compile one kernel per tensor shape, which takes far longer than the draw.
+  """
+  disc = Discriminator(tuple(windows), channels, hidden)
+  x = jax.ShapeDtypeStruct((1, channels, max(windows)), jnp.float32)
+  shapes = flax.traverse_util.flatten_dict(jax.eval_shape(disc.init, jax.random.PRNGKey(0), x))
+  if jnp.issubdtype(rng.dtype, jax.dtypes.prng_key):
+    rng = jax.random.key_data(rng)
+  gen = np.random.default_rng(np.asarray(rng).ravel().tolist())
+  out = {}
+  for path, shape in sorted(shapes.items()):
+    if path[0] == "params":
+      kernel = shapes[(*path[:-1], "kernel")].shape
+      bound = 1.0 / np.sqrt(np.prod(kernel[:-1]))  # fan_in = kh * kw * in
+      value = gen.uniform(-bound, bound, shape.shape)
+    else:
+      value = gen.standard_normal(shape.shape)
+      value /= max(np.linalg.norm(value), SN_EPS)
+    out[path] = value.astype(np.float32)
+  return flax.traverse_util.unflatten_dict(out)

@@ -1,0 +1,86 @@
+"""Training checkpoints: orbax ``CheckpointManager`` wiring for the whole run state.
+
+Layout under ``<workdir>/checkpoints``::
+
+  last/<step>/{state, data, meta}   the most recent ``keep`` checkpoints (resume from here)
+  best/<step>/{state, meta}         the best one by validation SI-SDR
+  {last,best}/config.json           the generator's ApolloConfig, so either folder can be
+                                    given to ``--checkpoint`` of restore / eval
+
+``state`` is the :class:`~apollo_jax.training.TrainState` (G and D params, the
+discriminator's spectral-norm vectors, both optimiser states, step, rng, skip counters),
+``data`` the grain iterator position of every process, and ``meta`` a JSON dict (configs,
+early-stopping bookkeeping). A checkpoint that fails to restore (e.g. truncated by a crash
+of the machine) is skipped with a warning and the previous one is used.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+import grain
+import jax
+import orbax.checkpoint as ocp
+
+log = logging.getLogger(__name__)
+
+
+class Checkpoints:
+  """Saves and restores the run state of one training work directory."""
+
+  def __init__(self, workdir: str, keep: int, gen_config_json: str):
+    root = os.path.join(os.path.abspath(workdir), "checkpoints")
+    self.last = ocp.CheckpointManager(
+        os.path.join(root, "last"), item_names=("state", "data", "meta"),
+        options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
+    self.best = ocp.CheckpointManager(
+        os.path.join(root, "best"), item_names=("state", "meta"),
+        options=ocp.CheckpointManagerOptions(max_to_keep=1, create=True))
+    if jax.process_index() == 0:
+      for folder in ("last", "best"):
+        with open(os.path.join(root, folder, "config.json"), "w") as f:
+          f.write(gen_config_json)
+
+  def save(self, step: int, state: Any, data_iterator: Any, meta: dict[str, Any],
+           best: bool = False) -> None:
+    """Writes ``state`` (+ data position and ``meta``); also as the best one if ``best``."""
+    self.last.save(step, args=ocp.args.Composite(
+        state=ocp.args.StandardSave(state), data=grain.checkpoint.CheckpointSave(data_iterator),
+        meta=ocp.args.JsonSave(meta)), force=True)
+    if best:
+      self.best.save(step, args=ocp.args.Composite(
+          state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=True)
+
+  def restore_latest(self, abstract_state: Any, data_iterator: Any
+                     ) -> tuple[Any, dict[str, Any]] | None:
+    """Restores the newest readable checkpoint into ``data_iterator`` and a new state.
+
+    Returns ``(state, meta)``, or None when there is nothing to resume from.
+    """
+    self.last.wait_until_finished()
+    for step in sorted(self.last.all_steps(), reverse=True):
+      try:
+        restored = self.last.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(abstract_state),
+            data=grain.checkpoint.CheckpointRestore(data_iterator),
+            meta=ocp.args.JsonRestore()))
+        return restored["state"], dict(restored["meta"])
+      except Exception as e:  # Any unreadable checkpoint: fall back to an older one.
+        log.warning("checkpoint at step %d is unreadable (%s: %s); trying an older one",
+                    step, type(e).__name__, str(e).splitlines()[0][:200])
+    return None
+
+  def wait(self) -> None:
+    self.last.wait_until_finished()
+    self.best.wait_until_finished()
+
+  def close(self) -> None:
+    self.last.close()
+    self.best.close()
+
+
+def abstract(tree: Any) -> Any:
+  """Shapes, dtypes and shardings of ``tree`` for a restore without a second allocation."""
+  return jax.tree.map(ocp.utils.to_shape_dtype_struct, tree)

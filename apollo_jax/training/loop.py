@@ -1,0 +1,251 @@
+"""The training loop: data -> sharded GAN step -> logs, validation, checkpoints.
+
+``train(config, workdir)`` runs (or resumes) one training run described by a config from
+``configs/apollo.py``. Everything it writes goes under ``workdir``:
+
+  config.json         the full config of the run
+  checkpoints/        see :mod:`apollo_jax.training.checkpoint`
+  metrics.jsonl       one row per logged step / validation
+  tensorboard/        tensorboardX events (scalars, audio, spectrograms, config)
+
+Launching the same command again resumes from the newest readable checkpoint, with the
+data pipeline at the same position, so the run continues exactly as if uninterrupted.
+SIGTERM / SIGINT finish the current step, save a checkpoint and return.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import signal
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import tqdm
+
+from apollo_jax import metrics as quality
+from apollo_jax.config import ApolloConfig
+from apollo_jax.data import pipeline
+from apollo_jax.data import validation as val_data
+from apollo_jax.model import Apollo
+from apollo_jax.training.checkpoint import Checkpoints, abstract
+from apollo_jax.training.config import TrainConfig
+from apollo_jax.training.runlog import RunLogger
+from apollo_jax.training.state import create_train_state
+from apollo_jax.training.step import make_mesh, make_train_step, shard_batch
+
+log = logging.getLogger(__name__)
+
+
+def model_config(config: ml_collections.ConfigDict) -> ApolloConfig:
+  return ApolloConfig.from_dict(config.model.to_dict())
+
+
+def train_config(config: ml_collections.ConfigDict) -> TrainConfig:
+  return TrainConfig.from_dict(config.train.to_dict())
+
+
+class _StopFlag:
+  """Set by SIGTERM/SIGINT: the loop saves after the current step and returns."""
+
+  def __init__(self):
+    self.stop = False
+    self._previous = {}
+
+  def __enter__(self):
+    for sig in (signal.SIGTERM, signal.SIGINT):
+      self._previous[sig] = signal.signal(sig, self._handle)
+    return self
+
+  def _handle(self, signum, frame):
+    del frame
+    if self.stop:  # A second signal: give up at once.
+      signal.signal(signum, self._previous[signum])
+      raise KeyboardInterrupt
+    log.warning("signal %d: finishing the current step, then saving", signum)
+    self.stop = True
+
+  def __exit__(self, *exc):
+    for sig, handler in self._previous.items():
+      signal.signal(sig, handler)
+
+
+def _init_generator(config, gen_cfg: ApolloConfig):
+  """Generator params to start from (``config.init_from``), or None for a random init."""
+  if not config.init_from:
+    return None
+  from apollo_jax.inference import load_generator
+  cfg, params = load_generator(config.init_from)
+  arch = lambda c: dataclasses.replace(c, chunk_rows=0, remat=False, compute_dtype="float32",
+                                       residual=False)
+  if arch(cfg) != arch(gen_cfg):
+    raise ValueError(f"init_from={config.init_from} holds a generator with {cfg}, but the "
+                     f"config asks for {gen_cfg}; set --config.model fields to match")
+  return params
+
+
+class Validator:
+  """Scores the generator on the fixed validation pairs (SI-SDR is the selection metric).
+
+  Runs on this process's first device with a local copy of the parameters, so every
+  process can compute it independently (only process 0 logs).
+  """
+
+  def __init__(self, config, gen_cfg: ApolloConfig):
+    self.dataset = val_data.ValidationSet(val_data.ensure_validation_set(config.data))
+    self.items = [self.dataset[i] for i in range(len(self.dataset))]
+    self.sample_rate = self.dataset.sample_rate
+    self.visqol_items = int(config.val_visqol_items)
+    self.audio_items = int(config.val_audio_items)
+    device = jax.local_devices()[0]
+    self._device = device
+    self._forward = jax.jit(lambda p, x: Apollo(gen_cfg).apply({"params": p}, x))
+    # The degraded inputs' scores are fixed: compute them once.
+    self.input_scores = [self._score(it["target"], it["degraded"], i) for i, it in enumerate(self.items)]
+
+  def _score(self, target, estimate, index) -> dict[str, float]:
+    s = {"si_sdr": float(quality.si_sdr(target, estimate)), "lsd": float(quality.lsd(target, estimate))}
+    if index < self.visqol_items:
+      s["visqol"] = float(quality.visqol(target, estimate, self.sample_rate))
+    return s
+
+  def __call__(self, gen_params, step: int, logger: RunLogger) -> dict[str, float]:
+    params = jax.device_put(jax.tree.map(lambda a: np.asarray(a.addressable_data(0)), gen_params),
+                            self._device)
+    rows = []
+    for i, item in enumerate(self.items):
+      restored = np.asarray(self._forward(params, item["degraded"][None]))[0]
+      score = self._score(item["target"], restored, i)
+      rows.append(score)
+      if i < self.audio_items:
+        self._log_item(logger, step, i, item, restored)
+    out = {}
+    for name in rows[0]:
+      values = [r[name] for r in rows if name in r]
+      inputs = [r[name] for r in self.input_scores if name in r]
+      out[f"val/{name}"] = float(np.mean(values))
+      out[f"val/{name}_gain"] = float(np.mean(values) - np.mean(inputs))
+    return out
+
+  def _log_item(self, logger, step, i, item, restored):
+    if not logger.enabled:
+      return
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3), sharey=True)
+    for ax, (name, wav) in zip(axes, (("degraded", item["degraded"]), ("restored", restored),
+                                      ("clean", item["target"]))):
+      logger.audio(step, f"val_{i}/{name}", wav, self.sample_rate)
+      ax.specgram(wav.mean(0), NFFT=1024, Fs=self.sample_rate, noverlap=768, cmap="magma", vmin=-140)
+      ax.set_title(f"{name} ({item['codec']} {item['bitrate']} kbit/s)" if name == "degraded" else name)
+      ax.set_xlabel("s")
+    axes[0].set_ylabel("Hz")
+    fig.tight_layout()
+    logger.figure(step, f"val_{i}/spectrogram", fig)
+
+
+def _mean_metrics(history: list[dict[str, Any]]) -> dict[str, float]:
+  host = jax.device_get(history)
+  return {k: float(np.mean([h[k] for h in host])) for k in host[0]}
+
+
+def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  """Trains (or resumes) the run in ``workdir``; returns the final summary."""
+  gen_cfg, train_cfg = model_config(config), train_config(config)
+  is_main = jax.process_index() == 0
+  os.makedirs(workdir, exist_ok=True)
+  if is_main:
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+      f.write(config.to_json_best_effort(indent=1, sort_keys=True))
+
+  mesh = make_mesh()
+  if config.global_batch_size % mesh.size:
+    raise ValueError(f"global_batch_size={config.global_batch_size} is not divisible by the "
+                     f"{mesh.size} devices")
+  logger = RunLogger(workdir, enabled=is_main)
+  data_iter = pipeline.make_train_iterator(config.data, config.seed, config.global_batch_size)
+  state = create_train_state(gen_cfg, train_cfg, jax.random.PRNGKey(config.seed),
+                             gen_params=_init_generator(config, gen_cfg), mesh=mesh)
+  checkpoints = Checkpoints(workdir, config.keep_checkpoints, gen_cfg.to_json())
+  meta = {"best_si_sdr": -math.inf, "bad_validations": 0, "best_step": -1}
+  resumed = checkpoints.restore_latest(abstract(state), data_iter)
+  if resumed is not None:
+    state, meta = resumed
+    logger.truncate_after(int(state.step))
+    log.info("resumed from step %d", int(state.step))
+  else:
+    logger.text("config", "```\n" + config.to_json_best_effort(indent=1) + "\n```")
+
+  step_fn = make_train_step(gen_cfg, train_cfg, mesh)
+  validator = Validator(config, gen_cfg) if config.val_every else None
+  seconds_per_batch = config.global_batch_size * config.data.segment_seconds
+  start_step = int(state.step)
+  history: list[dict[str, Any]] = []
+  stopped_early = False
+  last_saved = start_step
+
+  def save(step: int, best: bool = False) -> None:
+    nonlocal last_saved
+    checkpoints.save(step, state, data_iter, meta, best=best)
+    last_saved = step
+
+  with _StopFlag() as flag, tqdm.tqdm(total=config.num_steps, initial=start_step,
+                                      disable=not is_main, unit="step", dynamic_ncols=True) as bar:
+    step = start_step
+    interval_start, data_wait = time.perf_counter(), 0.0
+    while step < config.num_steps and not flag.stop:
+      t = time.perf_counter()
+      batch = next(data_iter)
+      data_wait += time.perf_counter() - t
+      # Dispatch is asynchronous: the next batch is prepared while the device computes.
+      state, metrics = step_fn(state, shard_batch({k: batch[k] for k in ("target", "degraded")}, mesh))
+      history.append(metrics)
+      step += 1
+      bar.update(1)
+      if step % config.log_every == 0 or step == config.num_steps:
+        scalars = _mean_metrics(history)  # Blocks on the device once per log interval.
+        elapsed = time.perf_counter() - interval_start
+        scalars |= {"time/step_s": elapsed / len(history),
+                    "time/data_wait_fraction": data_wait / elapsed,
+                    "time/audio_s_per_s": seconds_per_batch * len(history) / elapsed}
+        logger.scalars(step, scalars)
+        bar.set_postfix(loss_g=f"{scalars['loss_g']:.3f}", loss_d=f"{scalars['loss_d']:.3f}",
+                        audio_s_per_s=f"{scalars['time/audio_s_per_s']:.2f}")
+        history = []
+
+      best = False
+      validated = validator is not None and step % config.val_every == 0
+      if validated:
+        scores = validator(state.gen_params, step, logger)
+        logger.scalars(step, scores)
+        if scores["val/si_sdr"] > meta["best_si_sdr"]:
+          meta.update(best_si_sdr=scores["val/si_sdr"], best_step=step, bad_validations=0)
+          best = True
+        else:
+          meta["bad_validations"] += 1
+        tqdm.tqdm.write(f"step {step}: " + ", ".join(f"{k[4:]} {v:.3f}" for k, v in scores.items()))
+        stopped_early = meta["bad_validations"] >= config.early_stop_patience
+      if validated or step % config.checkpoint_every == 0 or flag.stop or stopped_early:
+        save(step, best)
+      if validated or step % config.log_every == 0:
+        interval_start, data_wait = time.perf_counter(), 0.0  # Time training steps only.
+      if stopped_early:
+        tqdm.tqdm.write(f"early stop: no better validation SI-SDR for "
+                        f"{config.early_stop_patience} validations")
+        break
+    if step > last_saved:
+      save(step)
+  checkpoints.wait()
+  checkpoints.close()
+  logger.close()
+  if hasattr(data_iter, "close"):
+    data_iter.close()
+  return {"step": step, "interrupted": flag.stop, "stopped_early": stopped_early, **meta}

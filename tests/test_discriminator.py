@@ -1,0 +1,152 @@
+"""Discriminator: parity with the published one, spectral-norm semantics, checkpoint import."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from apollo_jax import count_params
+from apollo_jax.discriminator import (Discriminator, deinterleave, init_discriminator,
+                                      interleave)
+from apollo_jax.interop import (CheckpointFormatError, discriminator_state_dict_from_variables,
+                                discriminator_variables_from_state_dict, load_torch_discriminator)
+
+TOL = 1e-4  # SPEC.md: max abs error on outputs, float32 on CPU.
+SMALL = (32, 64)  # windows for the fast tests
+
+
+def to_torch(a):
+  """Our NHWC map -> torch NCHW."""
+  return np.transpose(np.asarray(a), (0, 3, 1, 2))
+
+
+def tiny_variables(seed=0):
+  return init_discriminator(jax.random.PRNGKey(seed), SMALL)
+
+
+def noise(shape, seed=0):
+  return jnp.asarray(np.random.default_rng(seed).standard_normal(shape), jnp.float32) * 0.1
+
+
+def test_published_parameter_count():
+  shapes = jax.eval_shape(lambda r: init_discriminator(r), jax.random.PRNGKey(0))
+  assert count_params(shapes["params"]) == 2_771_503
+
+
+@pytest.fixture(scope="module")
+def published(parity):
+  return load_torch_discriminator(str(parity / "disc_small.safetensors"))
+
+
+@pytest.mark.parity
+def test_eval_outputs_and_feature_maps_match(parity, published):
+  ref = np.load(parity / "disc_small_outputs.npz")
+  disc = Discriminator()
+  apply = jax.jit(lambda v, x: disc.apply(v, x))
+  scores, feats = apply(published, ref["disc_crop_input"])
+  for i in range(7):
+    assert np.abs(to_torch(scores[i]) - ref[f"crop_out_{i}"]).max() <= TOL
+    for j in range(6):
+      err = np.abs(to_torch(feats[i][j]) - ref[f"crop_fmap_{i}_{j}"]).max()
+      assert err <= TOL, f"window {i} layer {j}: {err:.3g}"
+  scores, _ = apply(published, np.load(parity / "input.npy"))
+  for i in range(7):
+    assert np.abs(to_torch(scores[i]) - ref[f"out_{i}"]).max() <= TOL
+
+
+@pytest.mark.parity
+def test_training_application_matches_and_advances_u_v(parity, published):
+  ref = np.load(parity / "disc_small_train_outputs.npz")
+  disc = Discriminator()
+  (scores, feats), new = jax.jit(
+      lambda v, x: disc.apply(v, x, train=True, mutable=["spectral"]))(published, ref["disc_crop_input"])
+  for i in range(7):
+    assert np.abs(to_torch(scores[i]) - ref[f"out_{i}"]).max() <= TOL
+    assert np.abs(to_torch(feats[i][0]) - ref[f"fmap_{i}_0"]).max() <= TOL
+    for j in range(6):
+      for ours, theirs in (("u", "weight_u"), ("v", "weight_v")):
+        got = np.asarray(new["spectral"][f"disc_{i}"][f"conv_{j}"][ours])
+        want = ref[f"after/discriminators.{i}.discriminator.{j}.0.{theirs}"]
+        assert np.abs(got - want).max() <= 1e-5, (i, j, ours)
+
+
+def test_eval_mode_leaves_u_v_and_needs_no_mutation():
+  v = tiny_variables()
+  disc = Discriminator(SMALL)
+  x = noise((1, 2, 256))
+  _, state = jax.jit(lambda v, x: disc.apply(v, x, mutable=["spectral"]))(v, x)
+  for a, b in zip(jax.tree.leaves(state["spectral"]), jax.tree.leaves(v["spectral"])):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  with pytest.raises(Exception, match="spectral"):
+    disc.apply(v, x, train=True)  # training mode must be allowed to update u, v
+
+
+def test_grouped_pass_equals_sequential_applications():
+  v = tiny_variables(1)
+  disc = Discriminator(SMALL)
+  a, b = noise((2, 2, 300), 1), noise((2, 2, 300), 2)
+  run = jax.jit(lambda v, x: disc.apply(v, x, train=True, mutable=["spectral"]))
+  out_a, s1 = run(v, a)
+  out_b, s2 = run({"params": v["params"], **s1}, b)
+  out_ab, s12 = jax.jit(lambda v, x: disc.apply(v, x, train=True, mutable=["spectral"], groups=2))(
+      v, interleave(a, b))
+  got_a, got_b = deinterleave(out_ab, 2)
+  for want, got in ((out_a, got_a), (out_b, got_b)):
+    for w, g in zip(jax.tree.leaves(want), jax.tree.leaves(got)):
+      np.testing.assert_allclose(np.asarray(g), np.asarray(w), atol=1e-6, rtol=1e-5)
+  for w, g in zip(jax.tree.leaves(s2), jax.tree.leaves(s12)):
+    np.testing.assert_allclose(np.asarray(g), np.asarray(w), atol=1e-7)
+
+
+def test_no_gradient_through_power_iteration():
+  # Training-mode gradient == eval-mode gradient with the post-iteration u, v (held fixed).
+  v = tiny_variables(2)
+  disc = Discriminator(SMALL)
+  x = noise((1, 2, 256), 3)
+  _, after = jax.jit(lambda v, x: disc.apply(v, x, train=True, mutable=["spectral"]))(v, x)
+
+  def loss_train(p):
+    (scores, _), _ = disc.apply({"params": p, "spectral": v["spectral"]}, x, train=True,
+                                mutable=["spectral"])
+    return sum(jnp.sum(s ** 2) for s in scores)
+
+  def loss_eval(p):
+    scores, _ = disc.apply({"params": p, **after}, x)
+    return sum(jnp.sum(s ** 2) for s in scores)
+
+  g_train = jax.jit(jax.grad(loss_train))(v["params"])
+  g_eval = jax.jit(jax.grad(loss_eval))(v["params"])
+  for a, b in zip(jax.tree.leaves(g_train), jax.tree.leaves(g_eval)):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-8)
+
+
+def test_input_shape_is_checked():
+  v = tiny_variables()
+  with pytest.raises(ValueError, match=r"\(batch, 2, samples\)"):
+    jax.eval_shape(lambda v: Discriminator(SMALL).apply(v, jnp.zeros((1, 1, 256))), v)
+
+
+def random_like(tree, seed=0):
+  rng = np.random.default_rng(seed)
+  return jax.tree.map(lambda s: rng.standard_normal(s.shape).astype(np.float32), tree)
+
+
+def test_state_dict_round_trip_and_lightning_prefix(tmp_path):
+  from safetensors.numpy import save_file
+  v = random_like(jax.eval_shape(init_discriminator, jax.random.PRNGKey(3)))
+  sd = discriminator_state_dict_from_variables(v)
+  assert "discriminators.6.discriminator.0.0.weight_orig" in sd
+  assert "discriminators.0.discriminator.6.weight" in sd and len(sd) == 182
+  back = discriminator_variables_from_state_dict(sd)
+  for a, b in zip(jax.tree.leaves(back), jax.tree.leaves(v)):
+    np.testing.assert_array_equal(a, np.asarray(b))
+  # A Lightning checkpoint holds both networks under prefixes.
+  ckpt = {"discriminator." + k: t for k, t in sd.items()}
+  ckpt["audio_model.BN.0.0.weight"] = np.ones(11, np.float32)
+  save_file(ckpt, str(tmp_path / "last.safetensors"))
+  loaded = load_torch_discriminator(str(tmp_path / "last.safetensors"))
+  for a, b in zip(jax.tree.leaves(loaded), jax.tree.leaves(v)):
+    np.testing.assert_array_equal(a, np.asarray(b))
+  del sd["discriminators.3.discriminator.2.0.weight_v"]
+  with pytest.raises(CheckpointFormatError, match="weight_v"):
+    discriminator_variables_from_state_dict(sd)

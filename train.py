@@ -1,0 +1,46 @@
+"""Trains Apollo. Relaunching the same command resumes from the last checkpoint.
+
+  python train.py --config configs/apollo.py:demo --workdir runs/demo
+  python train.py --config configs/apollo.py --workdir runs/paper \
+      --config.data.layout=musdb --config.data.train_dirs="('/data/musdb18hq',)"
+
+Multi-host: start one process per host with the same flags plus
+``--coordinator_address=HOST:PORT --num_processes=N --process_id=I`` (or rely on the
+cluster's environment, e.g. SLURM / TPU pods, where ``jax.distributed.initialize()`` finds
+them itself with ``--distributed``).
+"""
+
+import logging
+
+from absl import app, flags
+from absl import logging as absl_logging
+from ml_collections import config_flags
+
+config_flags.DEFINE_config_file("config", None, "Config file (configs/apollo.py[:variant]).",
+                                lock_config=True)
+flags.DEFINE_string("workdir", None, "Folder for checkpoints, logs and metrics.")
+flags.DEFINE_string("coordinator_address", None, "Multi-process: HOST:PORT of process 0.")
+flags.DEFINE_integer("num_processes", None, "Multi-process: number of processes.")
+flags.DEFINE_integer("process_id", None, "Multi-process: index of this process.")
+flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() with the cluster's "
+                  "environment (SLURM, TPU pods, ...).")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+  del argv
+  import jax
+  if flags.FLAGS.coordinator_address or flags.FLAGS.distributed:
+    jax.distributed.initialize(flags.FLAGS.coordinator_address, flags.FLAGS.num_processes,
+                               flags.FLAGS.process_id)
+  # orbax logs every file it writes at INFO; keep the console for progress and warnings.
+  absl_logging.set_verbosity(absl_logging.WARNING)
+  logging.getLogger("apollo_jax").setLevel(logging.INFO)
+  from apollo_jax.training.loop import train
+  summary = train(flags.FLAGS.config, flags.FLAGS.workdir)
+  if jax.process_index() == 0:
+    print("done:", summary, flush=True)
+
+
+if __name__ == "__main__":
+  app.run(main)
