@@ -82,6 +82,14 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--device", choices=["auto", "cpu", "gpu", "tpu"], default="auto",
                  help="where the model runs (default: JAX's default backend)")
   p.add_argument("--quiet", action="store_true", help="no progress bars")
+  p.add_argument("--stream", action="store_true",
+                 help="process hop by hop with the streaming model (one INPUT; INPUT and -o "
+                      "both '-' for raw float32 PCM on stdin/stdout)")
+  p.add_argument("--causal", action="store_true",
+                 help="--stream: the weights were trained causal (20 ms latency)")
+  p.add_argument("--channels", type=int, default=2, help="--stream raw PCM: channels (default 2)")
+  p.add_argument("--keep-delay", action="store_true",
+                 help="--stream raw PCM: write the leading delay instead of aligning the output")
   return p
 
 
@@ -221,8 +229,30 @@ def restore_file(job: Job, restorer: inference.ChunkedRestorer, keep_rate: bool,
     raise
 
 
+def _stream(args) -> int:
+  """``--stream``: hand one input to :func:`apollo_jax.streaming.run`."""
+  from apollo_jax import streaming
+  try:
+    if len(args.inputs) != 1:
+      raise UsageError(f"--stream takes one input, got {len(args.inputs)}")
+    (source,) = args.inputs
+    if (source == "-") != (args.output == "-"):
+      raise UsageError("--stream: use '-' for both input and output (raw PCM) or for neither")
+    if args.channels < 1:
+      raise UsageError(f"--channels must be >= 1, got {args.channels}")
+    if source != "-" and os.path.exists(args.output) and not args.overwrite:
+      raise UsageError(f"{args.output} exists (pass --overwrite to replace it)")
+    streaming.run(source, args.output, args.checkpoint, args.causal, args.channels, args.keep_delay)
+  except (UsageError, audio.AudioError, ValueError, OSError) as e:
+    print(f"error: {_one_line(e)}", file=sys.stderr)
+    return 2
+  return 0
+
+
 def main(argv: list[str] | None = None) -> int:
   args = build_parser().parse_args(argv)
+  if args.stream:
+    return _stream(args)
   try:
     if args.batch_chunks < 1:
       raise UsageError(f"--batch-chunks must be >= 1, got {args.batch_chunks}")

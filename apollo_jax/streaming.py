@@ -361,18 +361,27 @@ def main(argv: list[str] | None = None) -> None:
   if args.channels < 1:
     parser.error(f"--channels must be >= 1, got {args.channels}")
 
-  from apollo_jax.interop import load_torch_generator  # Only the CLI reads checkpoints.
-  cfg, params = load_torch_generator(args.checkpoint)
-  if args.causal:
+  run(args.input, args.output, args.checkpoint, args.causal, args.channels, args.keep_delay)
+
+
+def run(source: str, dest: str, checkpoint: str, causal: bool = False, channels: int = 2,
+        keep_delay: bool = False) -> None:
+  """The streaming command: a file hop by hop, or raw f32le PCM when both paths are '-'.
+
+  Shared by ``python -m apollo_jax.streaming`` and ``python -m apollo_jax.restore --stream``.
+  """
+  from apollo_jax.inference import load_generator  # Only the CLI reads checkpoints.
+  cfg, params = load_generator(checkpoint)
+  if causal:
     cfg = dataclasses.replace(cfg, causal=True)
   print(f"streaming: hop {cfg.hop} samples, lookahead {lookahead_frames(cfg)} frames, latency "
         f"{latency_samples(cfg)} samples = {latency_ms(cfg):.0f} ms", file=sys.stderr)
-  if args.input == "-":
-    n = stream_stdio(cfg, params, args.channels, aligned=not args.keep_delay)
+  if source == "-":
+    n = stream_stdio(cfg, params, channels, aligned=not keep_delay)
     print(f"streamed {n} samples per channel", file=sys.stderr)
   else:
-    stats = stream_file(cfg, params, args.input, args.output)
-    print(f"wrote {args.output}: {stats['seconds']:.2f} s in {stats['hops']} hops, "
+    stats = stream_file(cfg, params, source, dest)
+    print(f"wrote {dest}: {stats['seconds']:.2f} s in {stats['hops']} hops, "
           f"{stats['wall_ms_per_hop']:.2f} ms per hop (with compilation)", file=sys.stderr)
 
 

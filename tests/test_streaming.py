@@ -186,3 +186,20 @@ def test_residual_causal_model_streams_like_offline():
   np.testing.assert_allclose(online, offline, atol=1e-5)
   with pytest.raises(ValueError, match="causal=True"):
     st.init_state(dataclasses.replace(cfg, causal=False), 1, 1)
+
+
+def test_restore_cli_stream_flag(params, tmp_path, capsys):
+  from apollo_jax import restore
+  from apollo_jax.interop import save_torch_generator
+  save_torch_generator(CAUSAL, params, str(tmp_path / "g.safetensors"))  # records causal=True
+  x = signal((2, 9 * HOP + 123), seed=7) * 0.5
+  audio.save(str(tmp_path / "in.wav"), x, 44100)
+  out = str(tmp_path / "out.wav")
+  assert restore.main([str(tmp_path / "in.wav"), "-o", out, "--stream",
+                       "--checkpoint", str(tmp_path / "g.safetensors")]) == 0
+  assert "latency 882 samples = 20 ms" in capsys.readouterr().err
+  y, _ = audio.load(out)
+  assert_matches(y, offline(CAUSAL, params, x[None])[0])
+  # A second run refuses to overwrite; two inputs are refused.
+  assert restore.main([str(tmp_path / "in.wav"), "-o", out, "--stream", "--checkpoint", "x"]) == 2
+  assert restore.main(["a.wav", "b.wav", "-o", "o", "--stream", "--checkpoint", "x"]) == 2
