@@ -17,6 +17,7 @@ PANELS = (
     ("discriminator loss", ("loss_d",)),
     ("validation SI-SDR gain over the MP3 input (dB)", ("val/si_sdr_gain",)),
     ("validation LSD gain over the MP3 input (lower is better)", ("val/lsd_gain",)),
+    ("validation ViSQOL gain over the MP3 input", ("val/visqol_gain",)),
 )
 
 
@@ -30,7 +31,7 @@ def main() -> None:
     raise SystemExit(f"error: {path} not found")
   with open(path) as f:
     rows = [json.loads(line) for line in f if line.strip()]
-  fig, axes = plt.subplots(1, len(PANELS), figsize=(4.5 * len(PANELS), 3.4))
+  fig, axes = plt.subplots(1, len(PANELS), figsize=(4 * len(PANELS), 3.4))
   for ax, (title, keys) in zip(axes, PANELS):
     for key in keys:
       points = [(r["step"], r[key]) for r in rows if key in r]

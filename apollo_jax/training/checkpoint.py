@@ -60,16 +60,21 @@ class Checkpoints:
     Returns ``(state, meta)``, or None when there is nothing to resume from.
     """
     self.last.wait_until_finished()
+    unreadable = []
     for step in sorted(self.last.all_steps(), reverse=True):
       try:
         restored = self.last.restore(step, args=ocp.args.Composite(
             state=ocp.args.StandardRestore(abstract_state),
             data=grain.checkpoint.CheckpointRestore(data_iterator),
             meta=ocp.args.JsonRestore()))
-        return restored["state"], dict(restored["meta"])
       except Exception as e:  # Any unreadable checkpoint: fall back to an older one.
         log.warning("checkpoint at step %d is unreadable (%s: %s); trying an older one",
                     step, type(e).__name__, str(e).splitlines()[0][:200])
+        unreadable.append(step)
+        continue
+      for bad in unreadable:  # Those steps will be trained and saved again.
+        self.last.delete(bad)
+      return restored["state"], dict(restored["meta"])
     return None
 
   def wait(self) -> None:
