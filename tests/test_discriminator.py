@@ -29,8 +29,8 @@ def noise(shape, seed=0):
 
 
 def test_published_parameter_count():
-  shapes = jax.eval_shape(lambda r: init_discriminator(r), jax.random.PRNGKey(0))
-  assert count_params(shapes["params"]) == 2_771_503
+  variables = init_discriminator(jax.random.PRNGKey(0))  # host-side numpy init: cheap
+  assert count_params(variables["params"]) == 2_771_503
 
 
 @pytest.fixture(scope="module")
@@ -126,14 +126,9 @@ def test_input_shape_is_checked():
     jax.eval_shape(lambda v: Discriminator(SMALL).apply(v, jnp.zeros((1, 1, 256))), v)
 
 
-def random_like(tree, seed=0):
-  rng = np.random.default_rng(seed)
-  return jax.tree.map(lambda s: rng.standard_normal(s.shape).astype(np.float32), tree)
-
-
 def test_state_dict_round_trip_and_lightning_prefix(tmp_path):
   from safetensors.numpy import save_file
-  v = random_like(jax.eval_shape(init_discriminator, jax.random.PRNGKey(3)))
+  v = init_discriminator(jax.random.PRNGKey(3))
   sd = discriminator_state_dict_from_variables(v)
   assert "discriminators.6.discriminator.0.0.weight_orig" in sd
   assert "discriminators.0.discriminator.6.weight" in sd and len(sd) == 182
