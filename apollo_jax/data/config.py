@@ -14,9 +14,9 @@ def default_data_config() -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(dict(
       # Sources.
       layout="stems",               # musdb | moisesdb | stems | paired (sources.LAYOUTS)
-      train_dirs=[],                # folders of that layout; [] -> demo corpus
+      train_dirs=(),                # folders of that layout; () -> demo corpus
       train_subset="train",         # MUSDB18-HQ subset folder for training
-      val_dirs=[],                  # tracks the fixed validation set is cut from; [] -> demo
+      val_dirs=(),                  # tracks the fixed validation set is cut from; () -> demo
       val_subset="test",            # MUSDB18-HQ subset folder for validation
       index_cache="",               # optional JSON index of train_dirs (delete when data changes)
       cache_dir="~/.cache/apollo_jax",  # demo corpus and written validation sets
