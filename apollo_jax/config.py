@@ -29,7 +29,11 @@ class ApolloConfig:
       (batch x frame) rows at a time, so their wide hidden activations stay in cache and
       memory stays bounded; 0 = all at once; -1 (default) = 8 on CPU, 0 on GPU/TPU.
       Only a memory/speed trade-off: results are the same.
-    remat: rematerialise each block in the backward pass (saves memory when training).
+    remat: training memory: recompute every band-transformer and TCN sub-block from its
+      input in the backward pass, so each saves only its input (about a third more
+      generator compute). With row chunking (``chunk_rows``, the CPU default) the
+      position-wise layers are recomputed per chunk anyway; ``remat`` then adds the TCN's
+      depthwise convolutions.
     compute_dtype: dtype of the matmul inputs ("float32" or "bfloat16"); parameters,
       norms and spectral transforms stay float32.
   """

@@ -23,6 +23,7 @@ published ``weight_v`` buffers load unchanged.
 
 from __future__ import annotations
 
+import functools
 from typing import Sequence
 
 import flax.linen as nn
@@ -65,6 +66,83 @@ def _random_unit(key: jax.Array, n: int) -> jnp.ndarray:
   return _l2_normalize(jax.random.normal(key, (n,), jnp.float32))
 
 
+def _conv_forward(x: jnp.ndarray, kernel: jnp.ndarray, stride: int) -> jnp.ndarray:
+  return jax.lax.conv_general_dilated(
+      x, kernel, (stride, stride), ((1, 1), (1, 1)), dimension_numbers=("NHWC", "HWIO", "NHWC"),
+      preferred_element_type=jnp.float32)
+
+
+def _taps(x: jnp.ndarray, stride: int, out_hw: tuple[int, int]) -> list[jnp.ndarray]:
+  """The nine shifted inputs of a 3x3 conv with padding 1, in (kh, kw) order: each
+  ``(batch, H', W', in)`` holds the input pixel that tap (i, j) sees for every output pixel."""
+  h, w = out_hw
+  padded = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+  return [padded[:, i:i + stride * (h - 1) + 1:stride, j:j + stride * (w - 1) + 1:stride]
+          for i in range(3) for j in range(3)]
+
+
+def _strided_input_grad(dy: jnp.ndarray, kernel: jnp.ndarray, height: int, width: int) -> jnp.ndarray:
+  """Input gradient of a stride-2 3x3 conv (padding 1) as four stride-1 convolutions.
+
+  Input row ``u`` is seen by output row ``r`` through kernel row ``i = u + 1 - 2r``: an even
+  ``u = 2m`` only through row 1 (``r = m``), an odd ``u = 2m + 1`` through rows 2 (``r = m``)
+  and 0 (``r = m + 1``); the same holds for columns. Each of the four (row, column) parities
+  is a small forward convolution of ``dy``; interleaving them gives ``(batch, H, W, in)``.
+  """
+  batch, h, w, _ = dy.shape
+  flipped = jnp.swapaxes(kernel, 2, 3)  # (3, 3, out, in)
+  taps = ((1,), (2, 0))  # kernel rows (or columns) seen by an even / odd input index
+  phases = []
+  for rows in taps:
+    for cols in taps:
+      sub = flipped[jnp.array(rows)][:, jnp.array(cols)]
+      padded = jnp.pad(dy, ((0, 0), (0, len(rows) - 1), (0, len(cols) - 1), (0, 0)))
+      phases.append(jax.lax.conv_general_dilated(
+          padded, sub, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"),
+          preferred_element_type=jnp.float32))
+  grid = jnp.stack(phases, axis=0).reshape(2, 2, batch, h, w, -1)
+  d_x = jnp.transpose(grid, (2, 3, 0, 4, 1, 5)).reshape(batch, 2 * h, 2 * w, -1)
+  return d_x[:, :height, :width]
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def conv3x3(x: jnp.ndarray, kernel: jnp.ndarray, stride: int) -> jnp.ndarray:
+  """3x3 convolution, padding 1, NHWC / HWIO, float32 result: ``(batch, ceil(H / s), ceil(W / s), out)``.
+
+  Same values as ``lax.conv_general_dilated``; only the backward pass differs. XLA:CPU
+  writes a convolution's weight gradient as a convolution with a frame-sized window and a
+  strided one's input gradient with a zero-dilated input, both several times slower than the
+  forward convolution. Here the weight gradient is one matmul per tap and the input
+  gradient forward convolutions of ``dy`` (the flipped kernel; four parities when strided).
+  """
+  return _conv_forward(x, kernel, stride)
+
+
+def _conv3x3_fwd(x, kernel, stride):
+  return _conv_forward(x, kernel, stride), (x, kernel)
+
+
+def _conv3x3_bwd(stride, residuals, dy):
+  x, kernel = residuals
+  batch, height, width, cin = x.shape
+  h, w, cout = dy.shape[1:]
+  dy = dy.astype(x.dtype)
+  dy_rows = dy.reshape(-1, cout)
+  # One (in, rows) @ (rows, out) matmul per tap: cheaper than a 9x wider patch matrix.
+  d_kernel = jnp.stack([jnp.dot(tap.reshape(-1, cin).T, dy_rows, preferred_element_type=jnp.float32)
+                        for tap in _taps(x, stride, (h, w))])
+  d_kernel = d_kernel.reshape(kernel.shape).astype(kernel.dtype)
+  if stride == 1:
+    flipped = jnp.swapaxes(kernel[::-1, ::-1], 2, 3)  # (3, 3, out, in)
+    d_x = _conv_forward(dy, flipped, 1)
+  else:
+    d_x = _strided_input_grad(dy, kernel, height, width)
+  return d_x.astype(x.dtype), d_kernel
+
+
+conv3x3.defvjp(_conv3x3_fwd, _conv3x3_bwd)
+
+
 class Conv(nn.Module):
   """3x3 conv (padding 1) on NHWC, optionally spectrally normalised (torch semantics).
 
@@ -86,9 +164,7 @@ class Conv(nn.Module):
     kernel = self.param("kernel", torch_uniform(fan_in), (3, 3, cin, self.features))
     bias = self.param("bias", torch_uniform(fan_in), (self.features,))
     dt = self.compute_dtype
-    y = jax.lax.conv_general_dilated(
-        x.astype(dt), kernel.astype(dt), (self.stride, self.stride), ((1, 1), (1, 1)),
-        dimension_numbers=("NHWC", "HWIO", "NHWC"), preferred_element_type=jnp.float32)
+    y = conv3x3(x.astype(dt), kernel.astype(dt), self.stride)
     if self.spectral_norm:
       # conv(x, W / sigma) = conv(x, W) / sigma: one conv serves every sub-batch.
       inv_sigma = 1.0 / self._sigmas(kernel, train, groups)  # (groups,)

@@ -83,20 +83,29 @@ def apply_rotary(x: jnp.ndarray, cos: np.ndarray, sin: np.ndarray) -> jnp.ndarra
   return x * cos[:, None, :] + rotated * sin[:, None, :]
 
 
-def map_rows(fn, x: jnp.ndarray, rows: int) -> jnp.ndarray:
+def map_rows(fn, x: jnp.ndarray, rows: int, remat: bool = False) -> jnp.ndarray:
   """Applies a position-wise ``fn`` to ``x`` (batch, frames, ...) in chunks of ``rows``.
 
   ``fn`` maps (rows, ...) -> (rows, ...') independently per row; chunking the
   ``batch * frames`` rows with ``lax.map`` keeps the wide hidden activations (the MLPs are
-  4-8x wider than the features) in cache and bounds their memory. On a 2-core CPU this
-  brings the position-wise layers close to the machine's matmul rate. ``rows=0`` applies
-  ``fn`` at once; ``rows<0`` picks 8 on CPU and 0 elsewhere.
+  4-8x wider than the features, the attention weights 80x80 per head) in cache and bounds
+  their memory. On a 2-core CPU this brings the position-wise layers close to the machine's
+  matmul rate. ``rows=0`` applies ``fn`` at once; ``rows<0`` picks 8 on CPU and 0 elsewhere.
+
+  Under differentiation a chunked ``fn`` is rematerialised chunk by chunk: only its input is
+  saved, and the backward pass recomputes the chunk's activations where it needs them, in
+  cache. This is what makes training memory independent of the MLP and attention widths,
+  and it is faster on CPU than saving them. Unchunked, ``fn`` is rematerialised as a whole
+  only with ``remat``.
   """
   if rows < 0:  # Auto: small chunks pay off on CPU caches; accelerators want big matmuls.
     rows = 8 if jax.default_backend() == "cpu" else 0
   batch, frames = x.shape[:2]
   n = batch * frames
-  if not rows or n <= rows:
+  chunked = rows > 0 and n > rows
+  if chunked or remat:
+    fn = jax.checkpoint(fn)
+  if not chunked:
     return fn(x)
   flat = x.reshape(n, *x.shape[2:])
   flat = jnp.pad(flat, [(0, -n % rows)] + [(0, 0)] * (flat.ndim - 1))
@@ -192,7 +201,7 @@ class BandRoformer(nn.Module):
       out, weights = rows(x)
       self.sow("intermediates", "attention", weights)
       return out
-    return map_rows(lambda r: rows(r)[0], x, cfg.chunk_rows)
+    return map_rows(lambda r: rows(r)[0], x, cfg.chunk_rows, cfg.remat)
 
 
 def time_conv_left_pad(cfg: ApolloConfig) -> int:
@@ -254,7 +263,7 @@ class TemporalUnit(nn.Module):
       y = jax.nn.silu(dense(rms_norm(y, self.norm), self.pw1_kernel, dt) + self.pw1_bias)
       return dense(y, self.pw2_kernel, dt) + self.pw2_bias
 
-    return padded[:, left:left + frames] + map_rows(pointwise, y, self.cfg.chunk_rows)
+    return padded[:, left:left + frames] + map_rows(pointwise, y, self.cfg.chunk_rows, self.cfg.remat)
 
 
 class BandSequenceBlock(nn.Module):
@@ -264,9 +273,11 @@ class BandSequenceBlock(nn.Module):
 
   @nn.compact
   def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
-    x = BandRoformer(self.cfg, name="band")(x)
+    x = BandRoformer(self.cfg, name="band")(x)  # Rematerialised inside (map_rows).
+    # With remat, a TCN unit keeps only its input for the backward pass.
+    unit = nn.remat(TemporalUnit) if self.cfg.remat else TemporalUnit
     for u in range(self.cfg.tcn_units):
-      x = TemporalUnit(self.cfg, name=f"time_{u}")(x)
+      x = unit(self.cfg, name=f"time_{u}")(x)
     self.sow("intermediates", "output", x)
     return x
 
@@ -327,9 +338,8 @@ class Apollo(nn.Module):
 
     h = BandSplit(cfg, name="band_split")(spec)
     self.sow("intermediates", "band_features", h)
-    block = nn.remat(BandSequenceBlock) if cfg.remat else BandSequenceBlock
     for layer in range(cfg.num_layers):
-      h = block(cfg, name=f"block_{layer}")(h)
+      h = BandSequenceBlock(cfg, name=f"block_{layer}")(h)
 
     est = BandMerge(cfg, name="band_merge")(h)
     if cfg.residual:

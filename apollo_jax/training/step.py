@@ -24,6 +24,7 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 import optax
+from jax.flatten_util import ravel_pytree
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 from apollo_jax.config import ApolloConfig
@@ -64,20 +65,26 @@ def shard_batch(batch: Batch, mesh: Mesh) -> Batch:
           for k, v in batch.items()}
 
 
-def _all_finite(*trees) -> jax.Array:
-  leaves = [x for t in trees for x in jax.tree.leaves(t)]
-  return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
+def _finite(*arrays: jax.Array) -> jax.Array:
+  return jnp.all(jnp.stack([jnp.all(jnp.isfinite(a)) for a in arrays]))
 
 
-def _select(ok: jax.Array, new, old):
-  return jax.tree.map(lambda n, o: jnp.where(ok, n, o), new, old)
+def _where(ok: jax.Array, new, old):
+  """``new`` if ``ok`` else ``old``, for whole pytrees as one flat select (one kernel, not
+  one per leaf: the per-leaf ops were thousands of the step's kernels and its compile time)."""
+  flat_new, unravel = ravel_pytree(new)
+  return unravel(jnp.where(ok, flat_new, ravel_pytree(old)[0]))
 
 
-def _apply_if_finite(tx: optax.GradientTransformation, ok: jax.Array, grads, opt_state, params):
-  """``(params, opt_state)`` after the update when ``ok``, else unchanged."""
+def _apply_if_finite(tx: optax.GradientTransformation, loss, grads, opt_state, params):
+  """``(params, opt_state, ok, grad_norm)``: updated when ``loss`` and ``grads`` are finite,
+  else unchanged."""
+  flat_grads = ravel_pytree(grads)[0]
+  ok = _finite(loss, flat_grads)
   updates, new_opt_state = tx.update(grads, opt_state, params)
-  new_params = optax.apply_updates(params, updates)
-  return _select(ok, new_params, params), _select(ok, new_opt_state, opt_state)
+  flat_params, unravel = ravel_pytree(params)
+  new_params = unravel(jnp.where(ok, flat_params + ravel_pytree(updates)[0], flat_params))
+  return new_params, _where(ok, new_opt_state, opt_state), ok, jnp.linalg.norm(flat_grads)
 
 
 def train_step_fn(gen_cfg: ApolloConfig, cfg: TrainConfig) -> StepFn:
@@ -128,10 +135,9 @@ def train_step_fn(gen_cfg: ApolloConfig, cfg: TrainConfig) -> StepFn:
       return lsgan_d_loss(real_scores, fake_scores), spectral
 
     (loss_d, spectral), grads_d = jax.value_and_grad(d_loss, has_aux=True)(state.disc_params)
-    ok_d = _all_finite(loss_d, grads_d)
-    disc_params, disc_opt_state = _apply_if_finite(tx_d, ok_d, grads_d, state.disc_opt_state,
-                                                   state.disc_params)
-    spectral = _select(_all_finite(spectral), spectral, state.disc_spectral)
+    disc_params, disc_opt_state, ok_d, grad_norm_d = _apply_if_finite(
+        tx_d, loss_d, grads_d, state.disc_opt_state, state.disc_params)
+    spectral = _where(_finite(ravel_pytree(spectral)[0]), spectral, state.disc_spectral)
 
     # Generator update against the updated discriminator; real feature maps are constants.
     def g_loss(fake, spectra):
@@ -146,10 +152,9 @@ def train_step_fn(gen_cfg: ApolloConfig, cfg: TrainConfig) -> StepFn:
     (loss_g, (rec, adv, fm, spectral_g)), (d_fake, d_spectra) = jax.value_and_grad(
         g_loss, argnums=(0, 1), has_aux=True)(fake, spectra)
     (grads_g,) = gen_vjp(d_fake + spectra_vjp(d_spectra)[0])
-    ok_g = _all_finite(loss_g, grads_g)
-    gen_params, gen_opt_state = _apply_if_finite(tx_g, ok_g, grads_g, state.gen_opt_state,
-                                                 state.gen_params)
-    spectral = _select(_all_finite(spectral_g), spectral_g, spectral)
+    gen_params, gen_opt_state, ok_g, grad_norm_g = _apply_if_finite(
+        tx_g, loss_g, grads_g, state.gen_opt_state, state.gen_params)
+    spectral = _where(_finite(ravel_pytree(spectral_g)[0]), spectral_g, spectral)
 
     nonfinite_d = state.nonfinite_d + (~ok_d).astype(jnp.int32)
     nonfinite_g = state.nonfinite_g + (~ok_g).astype(jnp.int32)
@@ -159,8 +164,7 @@ def train_step_fn(gen_cfg: ApolloConfig, cfg: TrainConfig) -> StepFn:
         rng=jax.random.split(state.rng)[0], nonfinite_g=nonfinite_g, nonfinite_d=nonfinite_d)
     metrics = {
         "loss_d": loss_d, "loss_g": loss_g, "loss_g_rec": rec, "loss_g_adv": adv,
-        "loss_g_fm": fm, "grad_norm_d": optax.tree.norm(grads_d),
-        "grad_norm_g": optax.tree.norm(grads_g),
+        "loss_g_fm": fm, "grad_norm_d": grad_norm_d, "grad_norm_g": grad_norm_g,
         "lr_d": sched_d(state.step - state.nonfinite_d),
         "lr_g": sched_g(state.step - state.nonfinite_g),
         "nonfinite_d": nonfinite_d, "nonfinite_g": nonfinite_g,
