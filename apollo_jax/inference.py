@@ -56,6 +56,7 @@ from __future__ import annotations
 
 import functools
 import json
+import pickle
 import math
 import os
 import re
@@ -68,7 +69,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from apollo_jax.audio import AudioError
+from apollo_jax.audio import AudioError, current_umask
 from apollo_jax.config import ApolloConfig
 from apollo_jax.interop import CheckpointFormatError, load_torch_generator
 from apollo_jax.model import Apollo, init_params
@@ -95,6 +96,11 @@ _CONFIG_FILE = "config.json"
 
 # ---------------------------------------------------------------------------------------
 # Checkpoints
+
+# What reading a file that is not a valid checkpoint can raise (torch_pickle, safetensors,
+# orbax); the command-line tools report these as one line, never a traceback.
+CHECKPOINT_ERRORS = (OSError, ValueError, KeyError, TypeError, IndexError, EOFError,
+                     AttributeError, pickle.UnpicklingError)
 
 
 def load_generator(checkpoint: str, sample_rate: int | None = None) -> tuple[ApolloConfig, dict]:
@@ -146,6 +152,7 @@ def save_generator(directory: str, cfg: ApolloConfig, params: Mapping, overwrite
       ckptr.wait_until_finished()
     with open(os.path.join(tmp, _CONFIG_FILE), "w") as f:
       f.write(cfg.to_json())
+    os.chmod(tmp, 0o777 & ~current_umask())  # not mkdtemp's 0700
     if os.path.exists(directory):
       old = tempfile.mkdtemp(prefix=f".old-{os.path.basename(directory)}-", dir=parent)
       os.replace(directory, os.path.join(old, "x"))
