@@ -148,3 +148,284 @@ def test_item4_view_larger_than_storage_does_not_crash_a_subprocess(tmp_path, so
                      capture_output=True, text=True, timeout=300, cwd=REPO)
   assert r.returncode == 2, r.stderr
   assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+# ---------------------------------------------------------------------------------------
+# Items 7 and 8: truncated WAVs, absurd sample rates
+
+
+def _wav(path, seconds=1.0, rate=RATE, channels=2, subtype="PCM_16"):
+  import soundfile as sf
+  x = music(seconds, seed=5)[:1].repeat(channels, 0)[:, :int(seconds * rate)]
+  sf.write(str(path), x.T, rate, subtype=subtype)
+  return str(path)
+
+
+def _truncated(tmp_path, name="third.wav"):
+  """A WAV cut to a third of its length (the header still announces all of it)."""
+  full = _wav(tmp_path / "full.wav", 1.2)
+  raw = open(full, "rb").read()
+  path = tmp_path / name
+  path.write_bytes(raw[:len(raw) // 3])
+  return str(path)
+
+
+def _claims_2gb(tmp_path, name="huge.wav"):
+  """A complete short WAV whose RIFF and data sizes claim ~2 GB."""
+  import struct
+  raw = bytearray(open(_wav(tmp_path / "short.wav", 0.6), "rb").read())
+  i = raw.find(b"data")
+  raw[i + 4:i + 8] = struct.pack("<I", 0x7FFFFFF0)
+  raw[4:8] = struct.pack("<I", 0x7FFFFFF0 + i)
+  path = tmp_path / name
+  path.write_bytes(bytes(raw))
+  return str(path)
+
+
+@pytest.mark.parametrize("make", [_truncated, _claims_2gb], ids=["cut_to_a_third", "claims_2GB"])
+def test_item7_truncated_wav_is_refused_by_load_reader_and_info(tmp_path, make):
+  path = make(tmp_path)
+  for call in (lambda: audio.info(path), lambda: audio.load(path),
+               lambda: audio.load(path, 48000, start=10, frames=100),
+               lambda: list(audio.Reader(path, RATE).blocks())):
+    with pytest.raises(audio.AudioError, match="truncated"):
+      call()
+
+
+def test_item7_complete_files_still_read(tmp_path):
+  import soundfile as sf
+  for name, fmt, subtype in (("a.wav", "WAV", "FLOAT"), ("b.aiff", "AIFF", "PCM_24"),
+                             ("c.flac", "FLAC", "PCM_16"), ("d.wav", "RF64", "PCM_16")):
+    path = str(tmp_path / name)
+    sf.write(path, music(0.3, seed=1).T, RATE, subtype=subtype, format=fmt)
+    assert audio.info(path)[2] == int(0.3 * RATE)
+    assert audio.load(path)[0].shape == (2, int(0.3 * RATE))
+
+
+def test_item7_reader_refuses_data_that_ends_before_the_header_count(tmp_path, monkeypatch):
+  # If libsndfile's own count ever disagrees with the data it delivers, reading still fails.
+  path = _wav(tmp_path / "a.wav", 0.5)
+  reader = audio.Reader(path)
+  reader._header_frames += 1000
+  with pytest.raises(audio.AudioError, match="truncated"):
+    list(reader.blocks())
+
+
+def test_item7_truncated_wav_exits_2_in_restore_and_stream(tmp_path, ckpt, capsys):
+  for make in (_truncated, _claims_2gb):
+    path = make(tmp_path)
+    out = tmp_path / "out.wav"
+    code, err = run(capsys, restore_main, path, "-o", out, "--checkpoint", ckpt, *QUIET)
+    assert_one_line_error(code, err, "truncated")
+    code, err = run(capsys, restore_main, path, "-o", out, "--checkpoint", ckpt, "--stream")
+    assert_one_line_error(code, err, "truncated")
+    assert not out.exists()
+
+
+def test_item7_truncated_stem_is_skipped_by_the_data_scan(tmp_path):
+  from apollo_jax.data import scan
+  for t in range(2):
+    for s in ("bass", "drums"):
+      os.makedirs(tmp_path / f"song{t}", exist_ok=True)
+      _wav(tmp_path / f"song{t}" / f"{s}.wav", 1.0)
+  cut = tmp_path / "song0" / "drums.wav"
+  cut.write_bytes(cut.read_bytes()[:len(cut.read_bytes()) // 3])
+  index = scan(str(tmp_path), "stems", 0.2)
+  assert "truncated" in index.skipped[str(cut)]
+  assert all(str(cut) != f["path"] for t in index.tracks for fs in t["stems"].values() for f in fs)
+
+
+def _one_hz_six_channels(tmp_path):
+  """The issue's file: a 76 KB, 6-channel WAV whose header says 1 Hz."""
+  import struct
+  path = _wav(tmp_path / "one_hz.wav", 0.15, channels=6)
+  raw = bytearray(open(path, "rb").read())
+  raw[24:28] = struct.pack("<I", 1)  # fmt sample rate
+  raw[28:32] = struct.pack("<I", 1 * 6 * 2)  # byte rate
+  open(path, "wb").write(bytes(raw))
+  return path
+
+
+def test_item8_sample_rates_outside_1k_768k_are_refused(tmp_path, ckpt, capsys):
+  path = _one_hz_six_channels(tmp_path)
+  for call in (lambda: audio.info(path), lambda: audio.Reader(path, RATE),
+               lambda: audio.load(path, RATE)):
+    with pytest.raises(audio.AudioError, match="sample rate 1 Hz is outside"):
+      call()
+  code, err = run(capsys, restore_main, path, "-o", tmp_path / "o.wav", "--checkpoint", ckpt,
+                  *QUIET)
+  assert_one_line_error(code, err, "sample rate")
+  high = _wav(tmp_path / "high.wav", 0.01, rate=800_000)
+  with pytest.raises(audio.AudioError, match="800000 Hz is outside"):
+    audio.load(high)
+  assert audio.load(_wav(tmp_path / "ok.wav", 0.2, rate=1000), RATE)[0].shape[1] == int(0.2 * RATE)
+
+
+def test_item8_every_resampled_block_is_bounded(tmp_path):
+  path = _wav(tmp_path / "low.wav", 3.0, rate=1000, channels=6)
+  with audio.Reader(path, RATE) as r:
+    sizes = [b.size for b in r.blocks(1 << 20)]
+  assert max(sizes) <= audio.MAX_BLOCK_SAMPLES
+  assert sum(sizes) == 6 * int(3.0 * RATE)
+  x = np.random.default_rng(0).standard_normal((3, 100_000)).astype(np.float32)
+  whole = audio.resample(x, 1000, 44100)
+  pieces = list(audio.resample_stream([x], 1000, 44100, 3))
+  assert max(p.size for p in pieces) <= audio.MAX_BLOCK_SAMPLES
+  np.testing.assert_array_equal(np.concatenate(pieces, axis=1), whole)
+
+
+# ---------------------------------------------------------------------------------------
+# Items 6, 9, 10, 11, 15, 16: the restore and streaming command lines
+
+
+def test_item6_stream_with_unsafe_pickle_is_a_one_line_error(tmp_path, song, capsys):
+  marker = tmp_path / "pwned"
+  evil = str(tmp_path / "evil.pth")
+  write_malicious_zip(evil, f"touch {marker}")
+  code, err = run(capsys, restore_main, song, "-o", tmp_path / "o.wav", "--checkpoint", evil,
+                  "--stream")
+  assert_one_line_error(code, err, "os.system", evil)
+  code2, err2 = run(capsys, restore_main, song, "-o", tmp_path / "o.wav", "--checkpoint", evil,
+                    *QUIET)
+  assert code2 == 2 and err2 == err  # the same line as without --stream
+  assert not marker.exists() and not (tmp_path / "o.wav").exists()
+  for bad in (_crafted(tmp_path, "view_larger_than_storage"), str(tmp_path / "missing.bin")):
+    code, err = run(capsys, restore_main, song, "-o", tmp_path / "o.wav", "--checkpoint", bad,
+                    "--stream")
+    assert_one_line_error(code, err, bad)
+
+
+def test_item9_stream_overwrite_never_overwrites_the_input(tmp_path, ckpt, capsys):
+  path = _wav(tmp_path / "in.wav", 0.3)
+  before = open(path, "rb").read()
+  for extra in ([], ["--overwrite"]):
+    code, err = run(capsys, restore_main, path, "-o", path, "--checkpoint", ckpt, "--stream",
+                    *extra)
+    assert_one_line_error(code, err, "input")
+    link = tmp_path / "link.wav"  # the same file under another name
+    if not link.exists():
+      os.link(path, link)
+    code, err = run(capsys, restore_main, path, "-o", link, "--checkpoint", ckpt, "--stream",
+                    *extra)
+    assert_one_line_error(code, err, "input")
+  with pytest.raises(SystemExit) as e:  # python -m apollo_jax.streaming as well
+    from apollo_jax import streaming
+    streaming.main([path, path, "--checkpoint", ckpt])
+  assert e.value.code == 2
+  assert open(path, "rb").read() == before
+
+
+def _signal_restore(tmp_path, ckpt, signum):
+  """Starts a restore of a long file into new folders, signals it mid-write; returns it."""
+  import signal
+  import time
+  import soundfile as sf
+  src = str(tmp_path / "long.wav")
+  noise = 0.1 * np.random.default_rng(0).standard_normal((30 * RATE, 2))
+  sf.write(src, noise.astype(np.float32), RATE)
+  out = tmp_path / "new" / "deeper" / "out.wav"
+  proc = subprocess.Popen(
+      [sys.executable, "-m", "apollo_jax.restore", src, "-o", str(out), "--checkpoint", ckpt,
+       "--chunk-seconds", "0.5", "--overlap-seconds", "0.1", "--quiet"],
+      cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  deadline = time.time() + 240
+  while time.time() < deadline and proc.poll() is None:  # wait until the temp file exists
+    if (tmp_path / "new" / "deeper").is_dir() and os.listdir(tmp_path / "new" / "deeper"):
+      break
+    time.sleep(0.05)
+  assert proc.poll() is None, proc.communicate()
+  proc.send_signal(signum)
+  _, err = proc.communicate(timeout=120)
+  return proc.returncode, err, tmp_path / "new"
+
+
+@pytest.mark.parametrize("signame", ["SIGTERM", "SIGINT"])
+def test_item10_signal_during_restore_cleans_up(tmp_path, ckpt, signame):
+  import signal
+  code, err, created = _signal_restore(tmp_path, ckpt, getattr(signal, signame))
+  assert code == 130, err
+  assert not created.exists(), list(os.walk(created))  # no .tmp-*.wav, no created folders
+  lines = err.strip().splitlines()
+  assert len(lines) == 1 and lines[0].startswith("error: interrupted"), err
+  assert "Traceback" not in err
+
+
+def test_item11_raw_pcm_nan_is_an_error_not_propagated(params):
+  import io
+  from apollo_jax import streaming
+  x = np.zeros((2, 5 * 441), np.float32)
+  x[1, 3 * 441 + 7] = np.nan
+  out = io.BytesIO()
+  with pytest.raises(ValueError, match=f"sample {3 * 441 + 7} is NaN or Inf"):
+    streaming.stream_stdio(TINY, params, 2, io.BytesIO(x.T.astype("<f4").tobytes()), out)
+  assert np.isfinite(np.frombuffer(out.getvalue(), "<f4")).all()
+
+
+def test_item11_raw_pcm_nan_exits_2_from_the_command_line(tmp_path, ckpt):
+  x = np.zeros((4 * 441, 2), "<f4")
+  x[100, 0] = np.inf
+  r = subprocess.run([sys.executable, "-m", "apollo_jax.restore", "-", "-o", "-", "--stream",
+                      "--checkpoint", ckpt], input=x.tobytes(), capture_output=True, cwd=REPO,
+                     timeout=300)
+  assert r.returncode == 2, r.stderr
+  assert b"NaN or Inf" in r.stderr.strip().splitlines()[-1]
+  assert b"Traceback" not in r.stderr
+
+
+def test_item15_restoring_a_folder_into_itself_says_why(tmp_path, ckpt, capsys):
+  folder = tmp_path / "music"
+  folder.mkdir()
+  _wav(folder / "a.wav", 0.3)
+  os.makedirs(folder / "sub")
+  _wav(folder / "sub" / "b.wav", 0.3)
+  before = listing(folder)
+  for out in (folder, str(folder) + "/", tmp_path / "music" / "."):
+    for extra in ([], ["--overwrite"]):
+      code, err = run(capsys, restore_main, folder, "-o", out, "--checkpoint", ckpt, *QUIET, *extra)
+      assert_one_line_error(code, err, "into itself")
+  assert listing(folder) == before
+  # Inputs whose outputs do not collide (b.flac -> b.wav) are still restored in place; see
+  # test_restore.py::test_output_equal_to_input_in_a_batch_is_skipped.
+
+
+def listing(folder):
+  return sorted(os.path.relpath(os.path.join(r, f), folder)
+                for r, _, files in os.walk(folder) for f in files)
+
+
+def test_item16_restored_files_get_the_umask_mode(tmp_path, ckpt, capsys, params):
+  src = _wav(tmp_path / "a.wav", 0.3)
+  old = os.umask(0o022)
+  try:
+    code, _ = run(capsys, restore_main, src, "-o", tmp_path / "r.wav", "--checkpoint", ckpt, *QUIET)
+    assert code == 0
+    assert os.stat(tmp_path / "r.wav").st_mode & 0o777 == 0o644
+    os.umask(0o027)
+    audio.save(str(tmp_path / "s.flac"), music(0.1, seed=1), RATE)
+    assert os.stat(tmp_path / "s.flac").st_mode & 0o777 == 0o640
+    save_torch_generator(TINY, params, str(tmp_path / "g.safetensors"))
+    assert os.stat(tmp_path / "g.safetensors").st_mode & 0o777 == 0o640
+    from apollo_jax.inference import save_generator
+    save_generator(str(tmp_path / "orbax"), TINY, params)
+    assert os.stat(tmp_path / "orbax").st_mode & 0o777 == 0o750
+  finally:
+    os.umask(old)
+
+
+# ---------------------------------------------------------------------------------------
+# Item 14: eval.py
+
+
+def test_item14_eval_out_naming_a_file_and_unknown_bitrates_are_refused(tmp_path, capsys):
+  data = tmp_path / "data"
+  data.mkdir()
+  audio.save(str(data / "a.wav"), music(1.5, seed=4), RATE)
+  (tmp_path / "taken").write_text("x")
+  common = ["--data", data, "--metrics", "si_snr", "--workers", "0", "--no-progress"]
+  code, err = run(capsys, eval_cli.main, "--out", tmp_path / "taken", *common)
+  assert_one_line_error(code, err, "existing file")
+  for bitrates, codec in (("9999", "mp3"), ("32,0", "mp3"), ("4", "opus"), ("600", "aac")):
+    code, err = run(capsys, eval_cli.main, "--out", tmp_path / "ev", "--bitrates", bitrates,
+                    "--codec", codec, *common)
+    assert_one_line_error(code, err, "kbit/s")
+  assert not (tmp_path / "ev").exists()
