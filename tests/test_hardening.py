@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+from contextlib import nullcontext
 
 import numpy as np
 import pytest
@@ -429,3 +430,134 @@ def test_item14_eval_out_naming_a_file_and_unknown_bitrates_are_refused(tmp_path
                     "--codec", codec, *common)
     assert_one_line_error(code, err, "kbit/s")
   assert not (tmp_path / "ev").exists()
+
+
+# ---------------------------------------------------------------------------------------
+# Item 5: damaged orbax checkpoints in restore
+
+
+def _manager_run(tmp_path, params):
+  """An orbax CheckpointManager folder with steps 1 and 2 of generator params (+ offset)."""
+  import jax
+  import json
+  import orbax.checkpoint as ocp
+  root = str(tmp_path / "run")
+  with ocp.CheckpointManager(root) as mgr:
+    for step in (1, 2):
+      p = jax.tree.map(lambda a: np.asarray(a) + step, params)
+      mgr.save(step, args=ocp.args.Composite(
+          state=ocp.args.StandardSave({"generator": {"params": p}}),
+          config=ocp.args.JsonSave({"model": json.loads(TINY.to_json())})))
+    mgr.wait_until_finished()
+  return root
+
+
+def _truncate_files(folder):
+  for r, _, files in os.walk(folder):
+    for f in files:
+      path = os.path.join(r, f)
+      size = os.path.getsize(path)
+      if size:
+        with open(path, "r+b") as fh:
+          fh.truncate(size // 2)
+
+
+def _assert_params_equal(a, b):
+  import jax
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_item5_truncated_newest_step_falls_back_to_an_older_one(tmp_path, params, song, capsys):
+  import jax
+  from apollo_jax.inference import load_generator
+  root = _manager_run(tmp_path, params)
+  _truncate_files(os.path.join(root, "2", "state"))
+  cfg, got = load_generator(root)
+  assert cfg == TINY
+  _assert_params_equal(got, jax.tree.map(lambda a: np.asarray(a) + 1, params))
+  code, _ = run(capsys, restore_main, song, "-o", tmp_path / "o.wav", "--checkpoint", root, *QUIET)
+  assert code == 0
+
+
+def test_item5_corrupt_orbax_folder_is_a_one_line_error(tmp_path, params, song, capsys):
+  from apollo_jax.inference import load_generator
+  root = _manager_run(tmp_path, params)
+  for step in ("1", "2"):
+    _truncate_files(os.path.join(root, step, "state"))
+  with pytest.raises(CheckpointFormatError, match="no readable step"):
+    load_generator(root)
+  one = os.path.join(root, "1")
+  with pytest.raises(CheckpointFormatError, match="cannot read orbax checkpoint"):
+    load_generator(one)
+  for ckpt_path in (root, one):
+    code, err = run(capsys, restore_main, song, "-o", tmp_path / "o.wav", "--checkpoint",
+                    ckpt_path, *QUIET)
+    assert_one_line_error(code, err, ckpt_path)
+    code, err = run(capsys, restore_main, song, "-o", tmp_path / "o.wav", "--checkpoint",
+                    ckpt_path, "--stream")
+    assert_one_line_error(code, err, ckpt_path)
+
+
+# ---------------------------------------------------------------------------------------
+# Item 3: every training config field is checked at start-up, by name
+
+
+BAD_FIELDS = [
+    ("log_every", 0), ("checkpoint_every", 0), ("global_batch_size", 0),
+    ("global_batch_size", -2), ("num_steps", 0), ("keep_checkpoints", 0), ("val_every", -1),
+    ("early_stop_patience", 0), ("val_audio_items", -1),
+    ("data.segment_seconds", -1.0), ("data.segment_seconds", 0.0), ("data.val_seconds", -0.5),
+    ("data.demo_seconds", 0.0), ("data.sample_rate", 1), ("data.channels", 3),
+    ("data.max_stems", 0), ("data.p_mixture", 1.5), ("data.max_crop_tries", 0),
+    ("data.val_items", 0), ("data.num_workers", -1), ("data.read_buffer", 0),
+    ("data.mp3_quality", 10), ("data.gain_db", (10.0, -10.0)), ("data.bitrates", (32, 9999)),
+    ("data.bitrates", ()), ("data.codecs", ("wma",)), ("data.layout", "musdb18"),
+    ("data.activity_min_fraction", -0.1),
+    ("model.feature_dim", 0), ("model.num_layers", -1), ("model.win_ms", -20),
+    ("train.g_lr", -1e-3), ("train.d_lr", 0.0), ("train.clip_norm", 0.0),
+    ("train.g_betas", (0.9, 1.5)), ("train.windows", (0, 64)), ("train.freeze_blocks", 99),
+    ("train.steps_per_epoch", 0), ("train.channels", 0),
+]
+
+
+@pytest.mark.parametrize("field,value", BAD_FIELDS, ids=[f"{f}={v}" for f, v in BAD_FIELDS])
+def test_item3_bad_config_fields_are_named_at_start_up(field, value):
+  sys.path.insert(0, REPO)
+  from configs import apollo
+  from apollo_jax.training.validate import ConfigError, check_config
+  config = apollo.get_config("demo")
+  *parents, name = field.split(".")
+  node = config
+  for p in parents:
+    node = node[p]
+  with node.unlocked() if hasattr(node, "unlocked") else nullcontext():
+    node[name] = value
+  with pytest.raises(ConfigError) as e:
+    check_config(config)
+  message = str(e.value)
+  assert message.startswith("config." + ".".join(parents)) and name in message, message
+  assert "\n" not in message
+
+
+def test_item3_shipped_configs_pass_the_checks():
+  sys.path.insert(0, REPO)
+  from configs import apollo
+  from apollo_jax.training.validate import check_config
+  for variant in ("paper", "demo", "causal", "finetune"):
+    check_config(apollo.get_config(variant))
+
+
+def test_item3_train_py_refuses_a_bad_field_in_one_line_before_compiling(tmp_path):
+  import time
+  start = time.time()
+  r = subprocess.run([sys.executable, "train.py", "--config", "configs/apollo.py:demo",
+                      "--workdir", str(tmp_path / "w"), "--config.log_every=0"],
+                     cwd=REPO, capture_output=True, text=True, timeout=300,
+                     env={**os.environ, "JAX_PLATFORMS": "cpu"})
+  assert r.returncode == 2, r.stderr[-2000:]
+  lines = [l for l in r.stderr.strip().splitlines() if l.startswith("error:")]
+  assert lines == ["error: config.log_every must be an integer >= 1, got 0"], r.stderr[-2000:]
+  assert "Traceback" not in r.stderr
+  assert not os.path.exists(tmp_path / "w" / "checkpoints")
+  assert time.time() - start < 120  # no compilation, no demo corpus
