@@ -561,3 +561,82 @@ def test_item3_train_py_refuses_a_bad_field_in_one_line_before_compiling(tmp_pat
   assert "Traceback" not in r.stderr
   assert not os.path.exists(tmp_path / "w" / "checkpoints")
   assert time.time() - start < 120  # no compilation, no demo corpus
+
+
+# ---------------------------------------------------------------------------------------
+# Items 12 and 13: the data scan and mixing
+
+
+def _stems(root, tracks=2, names=("bass", "drums"), scale=0.3):
+  for t in range(tracks):
+    os.makedirs(os.path.join(root, f"song{t}"), exist_ok=True)
+    for s in names:
+      x = music(1.0, seed=10 * t + len(s))
+      audio.save(os.path.join(root, f"song{t}", f"{s}.wav"), x * scale, RATE)
+  return str(root)
+
+
+def test_item12_unreadable_track_folder_is_skipped_not_a_crash(tmp_path, monkeypatch):
+  from apollo_jax.data import DataError, scan
+  root = _stems(tmp_path / "stems")
+  _stems(tmp_path / "moises" / "t0", names=("vocals",))  # moisesdb: <track>/<stem>/<file>
+  blocked = {os.path.join(root, "song1"), str(tmp_path / "moises" / "t0" / "song1")}
+  real_listdir = os.listdir
+
+  def listdir(path="."):  # tests run as root, where chmod 000 blocks nothing
+    if str(path) in blocked:
+      raise PermissionError(13, "Permission denied", str(path))
+    return real_listdir(path)
+
+  monkeypatch.setattr(os, "listdir", listdir)
+  index = scan(root, "stems", 0.2)
+  assert [t["name"] for t in index.tracks] == ["song0"]
+  assert index.skipped[os.path.join(root, "song1")].startswith("unreadable folder")
+  index = scan(str(tmp_path / "moises"), "moisesdb", 0.2)
+  assert [t["name"] for t in index.tracks] == ["t0"]
+  assert "unreadable folder" in index.skipped[str(tmp_path / "moises" / "t0" / "song1")]
+  blocked.add(root)  # the root itself: a clear DataError naming it
+  with pytest.raises(DataError, match=f"{root}: cannot list the folder"):
+    scan(root, "stems", 0.2)
+
+
+def test_item12_unreadable_folder_in_paired_layout_is_skipped(tmp_path, monkeypatch):
+  from apollo_jax.data import scan
+  for side in ("clean", "degraded"):
+    for sub in ("a", "b"):
+      os.makedirs(tmp_path / side / sub)
+      audio.save(str(tmp_path / side / sub / "x.wav"), music(1.0, seed=1) * 0.3, RATE)
+  real_scandir = os.scandir
+
+  def scandir(path="."):  # os.walk lists folders with scandir
+    if str(path) == str(tmp_path / "clean" / "b"):
+      raise PermissionError(13, "Permission denied", str(path))
+    return real_scandir(path)
+
+  monkeypatch.setattr(os, "scandir", scandir)
+  index = scan(str(tmp_path), "paired", 0.2)
+  assert [t["name"] for t in index.tracks] == [os.path.join("a", "x.wav")]
+  assert "unreadable folder" in index.skipped[str(tmp_path / "clean" / "b")]
+
+
+def test_item13_stems_near_float32_max_are_skipped_and_counted(tmp_path, caplog):
+  import logging
+  import soundfile as sf
+  from apollo_jax.data import default_data_config, mixing, pipeline
+  root = _stems(tmp_path)
+  huge = tmp_path / "song1" / "drums.wav"
+  sf.write(str(huge), np.full((RATE, 2), 3.0e38, np.float32), RATE, subtype="FLOAT")
+  cfg = default_data_config()
+  cfg.train_dirs = [root]
+  cfg.segment_seconds = 0.5
+  cfg.max_crop_tries = 2
+  cfg.p_mixture = 0.0
+  index = pipeline.train_index(cfg)
+  transform = pipeline.MixAndDegrade(index.tracks, mixing.MixSpec.from_config(cfg))
+  with caplog.at_level(logging.WARNING):
+    for i in range(16):  # draws that hit the huge stem used to kill the iterator
+      item = transform.random_map(i % 2, np.random.default_rng(i))
+      assert np.isfinite(item["target"]).all() and np.isfinite(item["degraded"]).all()
+      assert np.max(np.abs(item["target"])) <= 1.0
+  assert transform.bad == {str(huge)}
+  assert sum("far outside audio range" in r.getMessage() for r in caplog.records) == 1
