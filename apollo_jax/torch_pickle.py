@@ -65,12 +65,27 @@ class _TorchDtype(_StorageType):
   """Stand-in for ``torch.float32`` etc. as found in newer pickles."""
 
 
+class _Budget:
+  """Bytes the tensors of one file may still take: a few views of the same storage are
+  normal (tied weights), thousands of them would exhaust memory from a small file."""
+
+  def __init__(self, limit: int):
+    self.left = limit
+
+  def spend(self, nbytes: int) -> None:
+    self.left -= nbytes
+    if self.left < 0:
+      raise CheckpointFormatError(
+          "the tensors of this checkpoint would take far more memory than its storages hold; "
+          "refusing to build them")
+
+
 class _Storage:
   """A storage read from the archive: 1-D ``data``. Only persistent ids make these, so the
   pickle cannot pass anything else off as one."""
 
-  def __init__(self, data: np.ndarray):
-    self.data = data
+  def __init__(self, data: np.ndarray, budget: _Budget):
+    self.data, self.budget = data, budget
 
 
 # A view may repeat storage elements (zero strides, as ``expand`` saves them); beyond this
@@ -124,6 +139,7 @@ def _rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad=Fals
     raise CheckpointFormatError(
         f"tensor view of size {size} repeats its {data.size}-element storage into {numel} "
         f"elements; refusing to allocate that")
+  storage.budget.spend(numel * data.itemsize)
   if not size:
     return np.array(data[storage_offset], copy=True)
   view = np.lib.stride_tricks.as_strided(
@@ -156,9 +172,10 @@ _ALLOWED.update({("torch", name): _TorchDtype(dt) for name, dt in _TORCH_DTYPES.
 
 class _SafeUnpickler(pickle.Unpickler):
 
-  def __init__(self, data: bytes, read_storage):
+  def __init__(self, data: bytes, read_storage, budget: _Budget):
     super().__init__(io.BytesIO(data))
     self._read_storage = read_storage
+    self._budget = budget
 
   def find_class(self, module, name):
     try:
@@ -179,7 +196,7 @@ class _SafeUnpickler(pickle.Unpickler):
     numel = pid[4] if len(pid) > 4 else None
     if numel is not None and (isinstance(numel, bool) or not isinstance(numel, int) or numel < 0):
       raise CheckpointFormatError(f"storage size must be a non-negative integer, got {_short(numel)}")
-    return _Storage(self._read_storage(str(key), storage_type.dtype, numel))
+    return _Storage(self._read_storage(str(key), storage_type.dtype, numel), self._budget)
 
 
 # zlib's deflate cannot expand data by more than this factor: a member claiming more is
@@ -254,4 +271,6 @@ def _load_archive(path: str, zf: zipfile.ZipFile) -> Any:
     data = cache[(key, dtype.str)]
     return data if numel is None else data[:numel]
 
-  return _SafeUnpickler(_read_member(zf, path, pkl[0]), read_storage).load()
+  stored = sum(zf.getinfo(n).file_size for n in names if n.startswith(f"{root}data/"))
+  budget = _Budget(4 * stored + (64 << 20))
+  return _SafeUnpickler(_read_member(zf, path, pkl[0]), read_storage, budget).load()

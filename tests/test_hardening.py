@@ -640,3 +640,12 @@ def test_item13_stems_near_float32_max_are_skipped_and_counted(tmp_path, caplog)
       assert np.max(np.abs(item["target"])) <= 1.0
   assert transform.bad == {str(huge)}
   assert sum("far outside audio range" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_item4_many_views_of_one_storage_cannot_exhaust_memory(tmp_path):
+  # Each view alone is allowed (16M elements), 200 of them would need 12.8 GB.
+  view = (("0", 16), 0, (1 << 24,), (0,))
+  path = str(tmp_path / "many.pth")
+  write_crafted_zip(path, {f"w{i}": view for i in range(200)}, _STORAGE)
+  with pytest.raises(CheckpointFormatError, match="far more memory"):
+    load_torch_generator(path)
