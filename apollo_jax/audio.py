@@ -24,6 +24,10 @@ SOUNDFILE_EXTS = {".wav", ".flac", ".ogg", ".aiff", ".aif"}
 AUDIO_EXTS = SOUNDFILE_EXTS | {".mp3", ".m4a", ".aac", ".opus", ".mp4", ".webm", ".wma"}
 WRITE_EXTS = {".wav", ".flac"}
 
+# What libsndfile (through soundfile) raises for a file it cannot handle; soundfile's own
+# checks raise ValueError (e.g. "frames must be specified for non-seekable files").
+_SF_ERRORS = (sf.LibsndfileError, RuntimeError, ValueError)
+
 # Sample rates outside this range are refused: no real recording has them, and a crafted
 # header (1 Hz) would make the resampler multiply every block by 44,100.
 MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 1_000, 768_000
@@ -177,7 +181,7 @@ def info(path: str) -> tuple[int, int, int]:
   """
   try:
     i = sf.info(path)
-  except (sf.LibsndfileError, RuntimeError) as e:
+  except _SF_ERRORS as e:
     raise AudioError(f"{path}: cannot read header ({e})") from None
   check_rate(path, i.samplerate)
   _check_complete(path, i.frames, i.samplerate)
@@ -247,7 +251,7 @@ class Reader:
         self._sf = sf.SoundFile(path)
         self.file_rate, self.channels = self._sf.samplerate, self._sf.channels
         header_frames = self._sf.frames
-      except (sf.LibsndfileError, RuntimeError) as e:
+      except _SF_ERRORS as e:
         if ext != ".ogg":  # Ogg/Opus files that libsndfile refuses still decode with FFmpeg.
           raise AudioError(f"{path}: cannot decode ({e})") from None
     if self._sf is None:
@@ -284,7 +288,7 @@ class Reader:
         for block in self._sf.blocks(block_frames, dtype="float32", always_2d=True):
           read += block.shape[0]
           yield block.T
-      except (sf.LibsndfileError, RuntimeError) as e:
+      except _SF_ERRORS as e:
         raise AudioError(f"{self.path}: cannot decode ({e})") from None
       if start + read < self._header_frames:  # the data ended before the header said
         raise AudioError(
@@ -331,7 +335,7 @@ class Reader:
     if self._sf is not None and start:
       try:
         self._sf.seek(start)
-      except (sf.LibsndfileError, RuntimeError) as e:
+      except _SF_ERRORS as e:
         raise AudioError(f"{self.path}: cannot decode ({e})") from None
       seeked, start = start, 0
     skip, left = start, frames
