@@ -649,3 +649,21 @@ def test_item4_many_views_of_one_storage_cannot_exhaust_memory(tmp_path):
   write_crafted_zip(path, {f"w{i}": view for i in range(200)}, _STORAGE)
   with pytest.raises(CheckpointFormatError, match="far more memory"):
     load_torch_generator(path)
+
+
+# ---------------------------------------------------------------------------------------
+# README's Errors section: every row names a test, and every named test exists
+
+
+def test_readme_errors_section_names_only_existing_tests():
+  import re
+  text = open(os.path.join(REPO, "README.md")).read()
+  section = text.split("\n## Errors\n", 1)[1].split("\n## ", 1)[0]
+  refs = re.findall(r"`([\w.]+)::(test_\w+)`", section)
+  assert len(refs) >= 30, refs
+  for module, name in refs:
+    path = os.path.join(REPO, "tests", "test_hardening.py" if module == "hardening" else module)
+    assert re.search(rf"^def {name}\(", open(path).read(), re.M), f"{module}::{name}"
+  rows = [l for l in section.splitlines() if l.startswith("| ") and not l.startswith(("| input", "|---"))]
+  for row in rows:  # every table row cites at least one test
+    assert "::test_" in row, row
