@@ -247,7 +247,7 @@ def _stream(args) -> int:
     if source != "-" and os.path.exists(args.output) and not args.overwrite:
       raise UsageError(f"{args.output} exists (pass --overwrite to replace it)")
     streaming.run(source, args.output, args.checkpoint, args.causal, args.channels, args.keep_delay)
-  except (UsageError, audio.AudioError) + CHECKPOINT_ERRORS as e:
+  except (UsageError, audio.AudioError, ValueError, OSError) as e:  # run() words checkpoint errors
     print(f"error: {_one_line(e)}", file=sys.stderr)
     return 2
   return 0
