@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import os
+import struct
 import tempfile
 from typing import Iterable, Iterator
 
@@ -47,7 +48,6 @@ def check_rate(path: str, rate: int) -> None:
 
 def _riff_declared_frames(f, size: int, big: bool, rf64: bool) -> int | None:
   """Frames the ``data`` chunk of a RIFF/RIFX/RF64 WAVE declares (None: unknown)."""
-  import struct
   order = ">" if big else "<"
   pos, block_align, ds64_data = 12, 0, None
   for _ in range(_MAX_CHUNKS):
@@ -72,7 +72,6 @@ def _riff_declared_frames(f, size: int, big: bool, rf64: bool) -> int | None:
 
 def _aiff_declared_frames(f, size: int) -> int | None:
   """``numSampleFrames`` of an AIFF/AIFC ``COMM`` chunk (None when absent)."""
-  import struct
   pos = 12
   for _ in range(_MAX_CHUNKS):
     if pos + 8 > size:
@@ -291,9 +290,9 @@ class Reader:
       except _SF_ERRORS as e:
         raise AudioError(f"{self.path}: cannot decode ({e})") from None
       if start + read < self._header_frames:  # the data ended before the header said
-        raise AudioError(
-            f"{self.path}: file is truncated (header says {self._header_frames / self.file_rate:.2f}"
-            f" s, only {(start + read) / self.file_rate:.2f} s could be read)")
+        said, got = self._header_frames / self.file_rate, (start + read) / self.file_rate
+        raise AudioError(f"{self.path}: file is truncated (header says {said:.2f} s, only "
+                         f"{got:.2f} s could be read)")
       return
     import av
     decoded = 0

@@ -31,12 +31,10 @@ from tqdm import tqdm
 
 from apollo_jax import audio, inference
 from apollo_jax.inference import DEFAULT_CHUNK_SECONDS, DEFAULT_OVERLAP_SECONDS
-
 from apollo_jax.signals import interrupts_as_keyboard_interrupt
 
 # What reading a file that is not a valid checkpoint can raise; reported as one line.
 CHECKPOINT_ERRORS = inference.CHECKPOINT_ERRORS
-
 
 _IS_INPUT = "output path is an input file; refusing to overwrite an input"
 
@@ -272,8 +270,8 @@ def main(argv: list[str] | None = None) -> int:
     with interrupts_as_keyboard_interrupt():  # SIGTERM cleans up like Ctrl-C
       return _stream(args) if args.stream else _restore(args)
   except KeyboardInterrupt:
-    print("error: interrupted; the file being written was removed (completed outputs are "
-          "kept)", file=sys.stderr)
+    print("error: interrupted; the output being written and the folders made for it were "
+          "removed (completed outputs are kept)", file=sys.stderr)
     return 130
 
 
