@@ -11,6 +11,7 @@ them itself with ``--distributed``).
 """
 
 import logging
+import sys
 
 from absl import app, flags
 from absl import logging as absl_logging
@@ -36,8 +37,15 @@ def main(argv):
   # orbax logs every file it writes at INFO; keep the console for progress and warnings.
   absl_logging.set_verbosity(absl_logging.WARNING)
   logging.getLogger("apollo_jax").setLevel(logging.INFO)
+  from apollo_jax.data import DataError
+  from apollo_jax.training.checkpoint import ResumeError
   from apollo_jax.training.loop import train
-  summary = train(flags.FLAGS.config, flags.FLAGS.workdir)
+  from apollo_jax.training.validate import ConfigError
+  try:
+    summary = train(flags.FLAGS.config, flags.FLAGS.workdir)
+  except (ConfigError, ResumeError, DataError) as e:  # the user's to fix: one line, no traceback
+    print(f"error: {' '.join(str(e).split())}", file=sys.stderr, flush=True)
+    sys.exit(2)
   if jax.process_index() == 0:
     print("done:", summary, flush=True)
 

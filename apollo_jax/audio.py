@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import os
+import struct
 import tempfile
 from typing import Iterable, Iterator
 
@@ -23,6 +24,94 @@ class AudioError(ValueError):
 SOUNDFILE_EXTS = {".wav", ".flac", ".ogg", ".aiff", ".aif"}
 AUDIO_EXTS = SOUNDFILE_EXTS | {".mp3", ".m4a", ".aac", ".opus", ".mp4", ".webm", ".wma"}
 WRITE_EXTS = {".wav", ".flac"}
+
+# What libsndfile (through soundfile) raises for a file it cannot handle; soundfile's own
+# checks raise ValueError (e.g. "frames must be specified for non-seekable files").
+_SF_ERRORS = (sf.LibsndfileError, RuntimeError, ValueError)
+
+# Sample rates outside this range are refused: no real recording has them, and a crafted
+# header (1 Hz) would make the resampler multiply every block by 44,100.
+MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 1_000, 768_000
+# Upper bound on the samples (frames x channels) of one block, before and after resampling:
+# 16 MB of float32, whatever the rate ratio and channel count the header claims.
+MAX_BLOCK_SAMPLES = 1 << 22
+# Chunk walks stop after this many chunks: a crafted file cannot make the header parse slow.
+_MAX_CHUNKS = 4096
+
+
+def check_rate(path: str, rate: int) -> None:
+  """Raises AudioError unless ``rate`` is within ``MIN_SAMPLE_RATE..MAX_SAMPLE_RATE``."""
+  if not MIN_SAMPLE_RATE <= (rate or 0) <= MAX_SAMPLE_RATE:
+    raise AudioError(f"{path}: sample rate {rate} Hz is outside {MIN_SAMPLE_RATE}.."
+                     f"{MAX_SAMPLE_RATE} Hz (corrupt header?)")
+
+
+def _riff_declared_frames(f, size: int, big: bool, rf64: bool) -> int | None:
+  """Frames the ``data`` chunk of a RIFF/RIFX/RF64 WAVE declares (None: unknown)."""
+  order = ">" if big else "<"
+  pos, block_align, ds64_data = 12, 0, None
+  for _ in range(_MAX_CHUNKS):
+    if pos + 8 > size:
+      return None
+    f.seek(pos)
+    cid, csize = struct.unpack(order + "4sI", f.read(8))
+    if cid == b"fmt " and csize >= 14:
+      block_align = struct.unpack(order + "H", f.read(14)[12:14])[0]
+    elif cid == b"ds64" and rf64 and csize >= 16:
+      ds64_data = struct.unpack("<Q", f.read(16)[8:16])[0]
+    elif cid == b"data":
+      if rf64 and csize == 0xFFFFFFFF:
+        csize = ds64_data
+      # 0 and 0xFFFFFFFF are what streaming writers put when the length is unknown.
+      if not block_align or csize in (None, 0, 0xFFFFFFFF):
+        return None
+      return csize // block_align
+    pos += 8 + csize + (csize & 1)
+  return None
+
+
+def _aiff_declared_frames(f, size: int) -> int | None:
+  """``numSampleFrames`` of an AIFF/AIFC ``COMM`` chunk (None when absent)."""
+  pos = 12
+  for _ in range(_MAX_CHUNKS):
+    if pos + 8 > size:
+      return None
+    f.seek(pos)
+    cid, csize = struct.unpack(">4sI", f.read(8))
+    if cid == b"COMM" and csize >= 6:
+      return struct.unpack(">I", f.read(6)[2:6])[0]
+    pos += 8 + csize + (csize & 1)
+  return None
+
+
+def declared_frames(path: str) -> int | None:
+  """Frames a WAV or AIFF header says the file holds (None: other formats or unknown).
+
+  libsndfile silently shortens its frame count to the data actually present, so a file cut
+  short (or a header claiming gigabytes) would pass as a shorter file; comparing with this
+  finds it.
+  """
+  try:
+    with open(path, "rb") as f:
+      size = os.fstat(f.fileno()).st_size
+      head = f.read(12)
+      if len(head) < 12:
+        return None
+      if head[:4] in (b"RIFF", b"RIFX", b"RF64") and head[8:12] == b"WAVE":
+        return _riff_declared_frames(f, size, head[:4] == b"RIFX", head[:4] == b"RF64")
+      if head[:4] == b"FORM" and head[8:12] in (b"AIFF", b"AIFC"):
+        return _aiff_declared_frames(f, size)
+  except OSError:
+    return None
+  return None
+
+
+def _check_complete(path: str, frames: int, rate: int) -> None:
+  """Raises AudioError when the header declares more frames than the file holds."""
+  declared = declared_frames(path)
+  if declared is not None and declared > frames:
+    raise AudioError(f"{path}: file is truncated (header says {declared / rate:.2f} s, the "
+                     f"file holds {frames / rate:.2f} s)")
 
 
 def _av_blocks(container, stream) -> Iterator[np.ndarray]:
@@ -83,11 +172,18 @@ def load(path: str, sample_rate: int | None = None, start: int = 0,
 
 
 def info(path: str) -> tuple[int, int, int]:
-  """``(sample_rate, channels, samples)`` without decoding (soundfile formats only)."""
+  """``(sample_rate, channels, samples)`` without decoding (soundfile formats only).
+
+  Raises:
+    AudioError: unreadable header, a sample rate outside ``MIN_SAMPLE_RATE..MAX_SAMPLE_RATE``,
+      or a WAV/AIFF shorter than its header says (truncated).
+  """
   try:
     i = sf.info(path)
-  except (sf.LibsndfileError, RuntimeError) as e:
+  except _SF_ERRORS as e:
     raise AudioError(f"{path}: cannot read header ({e})") from None
+  check_rate(path, i.samplerate)
+  _check_complete(path, i.frames, i.samplerate)
   return i.samplerate, i.channels, i.frames
 
 
@@ -101,10 +197,14 @@ def resample_stream(blocks: Iterable[np.ndarray], rate: int, target_rate: int,
     yield from blocks
     return
   stream = soxr.ResampleStream(rate, target_rate, channels, dtype="float32", quality="HQ")
+  # Feed soxr pieces whose output stays within MAX_BLOCK_SAMPLES (its output concatenates
+  # the same whatever the piece sizes).
+  piece = max(1, int(MAX_BLOCK_SAMPLES * rate / target_rate) // max(1, channels))
   for block in blocks:
-    out = stream.resample_chunk(np.ascontiguousarray(block.T, dtype=np.float32))
-    if len(out):
-      yield np.ascontiguousarray(out.T)
+    for i in range(0, block.shape[1], piece):
+      out = stream.resample_chunk(np.ascontiguousarray(block[:, i:i + piece].T, dtype=np.float32))
+      if len(out):
+        yield np.ascontiguousarray(out.T)
   tail = stream.resample_chunk(np.zeros((0, channels), np.float32), last=True)
   if len(tail):
     yield np.ascontiguousarray(tail.T)
@@ -133,8 +233,9 @@ class Reader:
   FFmpeg formats, None when unknown).
 
   Raises:
-    AudioError: on open (missing file, unrecognised format, no audio stream) or while
-      iterating (corrupt or truncated data, NaN/Inf samples, no samples at all).
+    AudioError: on open (missing file, unrecognised format, no audio stream, a sample rate
+      outside ``MIN_SAMPLE_RATE..MAX_SAMPLE_RATE``, a WAV/AIFF shorter than its header says)
+      or while iterating (corrupt or truncated data, NaN/Inf samples, no samples at all).
   """
 
   def __init__(self, path: str, sample_rate: int | None = None):
@@ -149,7 +250,7 @@ class Reader:
         self._sf = sf.SoundFile(path)
         self.file_rate, self.channels = self._sf.samplerate, self._sf.channels
         header_frames = self._sf.frames
-      except (sf.LibsndfileError, RuntimeError) as e:
+      except _SF_ERRORS as e:
         if ext != ".ogg":  # Ogg/Opus files that libsndfile refuses still decode with FFmpeg.
           raise AudioError(f"{path}: cannot decode ({e})") from None
     if self._sf is None:
@@ -166,19 +267,32 @@ class Reader:
       self.channels = self._stream.codec_context.channels
       if self._stream.duration is not None and self._stream.time_base is not None:
         header_frames = int(self._stream.duration * self._stream.time_base * self.file_rate)
+    try:
+      check_rate(path, self.file_rate)
+      if self._sf is not None:
+        _check_complete(path, header_frames, self.file_rate)
+    except AudioError:
+      self.close()
+      raise
     self.sample_rate = sample_rate or self.file_rate
     self.file_samples = 0
     self._header_frames = header_frames
     self.frames = (None if header_frames is None
                    else math.ceil(header_frames * self.sample_rate / self.file_rate))
 
-  def _native_blocks(self, block_frames: int) -> Iterator[np.ndarray]:
+  def _native_blocks(self, block_frames: int, start: int = 0) -> Iterator[np.ndarray]:
     if self._sf is not None:
+      read = 0
       try:
         for block in self._sf.blocks(block_frames, dtype="float32", always_2d=True):
+          read += block.shape[0]
           yield block.T
-      except (sf.LibsndfileError, RuntimeError) as e:
+      except _SF_ERRORS as e:
         raise AudioError(f"{self.path}: cannot decode ({e})") from None
+      if start + read < self._header_frames:  # the data ended before the header said
+        said, got = self._header_frames / self.file_rate, (start + read) / self.file_rate
+        raise AudioError(f"{self.path}: file is truncated (header says {said:.2f} s, only "
+                         f"{got:.2f} s could be read)")
       return
     import av
     decoded = 0
@@ -214,15 +328,18 @@ class Reader:
                            self.sample_rate, self.channels)
 
   def _checked_blocks(self, block_frames: int, start: int, frames: int) -> Iterator[np.ndarray]:
+    # Bound each native block: a header may claim a thousand channels.
+    block_frames = max(1, min(block_frames, MAX_BLOCK_SAMPLES // max(1, self.channels)))
+    seeked = 0
     if self._sf is not None and start:
       try:
         self._sf.seek(start)
-      except (sf.LibsndfileError, RuntimeError) as e:
+      except _SF_ERRORS as e:
         raise AudioError(f"{self.path}: cannot decode ({e})") from None
-      start = 0
+      seeked, start = start, 0
     skip, left = start, frames
     self.file_samples = 0
-    for block in self._native_blocks(block_frames):
+    for block in self._native_blocks(block_frames, seeked):
       if skip:
         block, skip = block[:, skip:], max(0, skip - block.shape[1])
       if left >= 0:
@@ -248,6 +365,13 @@ class Reader:
 
   def __exit__(self, *exc) -> None:
     self.close()
+
+
+def current_umask() -> int:
+  """The process umask (reading it means setting it: set it straight back)."""
+  mask = os.umask(0o022)
+  os.umask(mask)
+  return mask
 
 
 def check_output_format(path: str, subtype: str | None = None) -> str:
@@ -281,8 +405,8 @@ class Writer:
     ext = os.path.splitext(path)[1].lower()
     folder = os.path.dirname(os.path.abspath(path))
     fd, self._tmp = tempfile.mkstemp(prefix=".tmp-", suffix=ext, dir=folder)
-    os.close(fd)
     try:
+      os.close(fd)
       self._file = sf.SoundFile(self._tmp, "w", sample_rate, channels, subtype=subtype,
                                 format=ext[1:].upper())
     except BaseException:
@@ -294,6 +418,8 @@ class Writer:
 
   def commit(self) -> None:
     self._file.close()
+    # mkstemp made the temp file 0600; the output gets the mode any new file would get.
+    os.chmod(self._tmp, 0o666 & ~current_umask())
     os.replace(self._tmp, self.path)
 
   def abort(self) -> None:

@@ -50,6 +50,11 @@ _FFMPEG = {
     "opus": ("libopus", "ogg", ".opus"),
     "vorbis": ("vorbis", "ogg", ".ogg"),
 }
+# kbit/s each encoder can produce (total over channels): LAME 8..320 (24 at 44.1 kHz gives
+# 32 with the 24 low-pass, see above), FFmpeg's AAC-LC up to 512 for stereo, libopus 6..510;
+# the Vorbis quality table is only measured over 26..149, beyond it the label would lie.
+BITRATE_RANGES = {"mp3": (8, 320), "aac": (16, 512), "opus": (6, 510), "vorbis": (26, 149)}
+
 # Requested kbit/s -> FFmpeg vorbis global_quality (lambda units); measured on pink noise.
 _VORBIS_KBPS = (26.0, 34.0, 49.0, 66.0, 84.0, 98.0, 121.0, 149.0)
 _VORBIS_QUALITY = (20.0, 40.0, 60.0, 80.0, 100.0, 118.0, 150.0, 200.0)
@@ -64,6 +69,15 @@ def _check_codec(codec: str) -> str:
   if codec not in CODECS:
     raise ValueError(f"unknown codec {codec!r}; expected one of {CODECS}")
   return codec
+
+
+def check_bitrate(codec: str, bitrate) -> int:
+  """``bitrate`` (kbit/s) as an int, or ValueError when ``codec`` cannot produce it."""
+  low, high = BITRATE_RANGES[_check_codec(codec)]
+  if isinstance(bitrate, bool) or not isinstance(bitrate, (int, np.integer)) or not (
+      low <= bitrate <= high):
+    raise ValueError(f"{codec} has no {bitrate} kbit/s: its bitrates are {low}..{high} kbit/s")
+  return int(bitrate)
 
 
 def _check_audio(audio: np.ndarray) -> np.ndarray:

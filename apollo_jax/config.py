@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import numbers
 from typing import Any
 
 
@@ -53,6 +54,13 @@ class ApolloConfig:
   compute_dtype: str = "float32"
 
   def __post_init__(self):
+    for name in ("sample_rate", "feature_dim", "num_layers", "num_heads", "num_bands",
+                 "tcn_units", "tcn_kernel"):
+      value = getattr(self, name)
+      if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    if isinstance(self.win_ms, bool) or not isinstance(self.win_ms, numbers.Real) or not self.win_ms > 0:
+      raise ValueError(f"win_ms must be a positive number, got {self.win_ms!r}")
     if self.feature_dim % self.num_heads:
       raise ValueError(f"feature_dim={self.feature_dim} is not divisible by num_heads={self.num_heads}")
     if (self.feature_dim // self.num_heads) % 2:

@@ -92,6 +92,11 @@ class EvalOptions:
       raise EvalError(f"bitrates must be positive kbit/s values, got {list(self.bitrates)}")
     if self.codec not in codecs.CODECS:
       raise EvalError(f"unknown codec {self.codec!r}; expected one of {', '.join(codecs.CODECS)}")
+    for b in self.bitrates:
+      try:
+        codecs.check_bitrate(self.codec, b)
+      except ValueError as e:
+        raise EvalError(str(e)) from None
     unknown = [m for m in self.metrics if m not in metrics.HIGHER_IS_BETTER]
     if unknown or not self.metrics:
       raise EvalError(f"unknown metrics {unknown or '(none given)'}; choose from {', '.join(metrics.HIGHER_IS_BETTER)}")
@@ -371,11 +376,17 @@ def run(checkpoints: list[str], data_dir: str, out_dir: str, opts: EvalOptions,
   checkpoints' rate is used.
   """
   from apollo_jax import eval_report
+  if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+    raise EvalError(f"--out {out_dir} is an existing file; it must be a folder (new or "
+                    f"from an earlier run)")
   items = find_items(data_dir, manifest)
   systems = load_systems(checkpoints, opts.codec)
   if len(systems) > 1:
     sample_rate = systems[1].cfg.sample_rate
-  os.makedirs(out_dir, exist_ok=True)
+  try:
+    os.makedirs(out_dir, exist_ok=True)
+  except OSError as e:
+    raise EvalError(f"cannot create the output folder {out_dir}: {e.strerror or e}") from None
   result = evaluate(items, systems, out_dir, opts, sample_rate)
   for s in result.skipped:
     log(f"skipped {s['file']}: {s['reason']}")

@@ -56,6 +56,8 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
+import pickle
 import math
 import os
 import re
@@ -68,10 +70,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from apollo_jax.audio import AudioError
+from apollo_jax.audio import AudioError, current_umask
 from apollo_jax.config import ApolloConfig
 from apollo_jax.interop import CheckpointFormatError, load_torch_generator
 from apollo_jax.model import Apollo, init_params
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "DEFAULT_CHUNK_SECONDS", "DEFAULT_OVERLAP_SECONDS", "ChunkedRestorer", "load_generator",
@@ -95,6 +99,11 @@ _CONFIG_FILE = "config.json"
 
 # ---------------------------------------------------------------------------------------
 # Checkpoints
+
+# What reading a file that is not a valid checkpoint can raise (torch_pickle, safetensors,
+# orbax); the command-line tools report these as one line, never a traceback.
+CHECKPOINT_ERRORS = (OSError, ValueError, KeyError, TypeError, IndexError, EOFError,
+                     AttributeError, pickle.UnpicklingError)
 
 
 def load_generator(checkpoint: str, sample_rate: int | None = None) -> tuple[ApolloConfig, dict]:
@@ -146,6 +155,7 @@ def save_generator(directory: str, cfg: ApolloConfig, params: Mapping, overwrite
       ckptr.wait_until_finished()
     with open(os.path.join(tmp, _CONFIG_FILE), "w") as f:
       f.write(cfg.to_json())
+    os.chmod(tmp, 0o777 & ~current_umask())  # not mkdtemp's 0700
     if os.path.exists(directory):
       old = tempfile.mkdtemp(prefix=f".old-{os.path.basename(directory)}-", dir=parent)
       os.replace(directory, os.path.join(old, "x"))
@@ -194,9 +204,9 @@ def _find_generator(step_dir: str) -> tuple[str, tuple, Any] | None:
   for item in items:
     try:
       meta = ocp.PyTreeCheckpointer().metadata(item)
-    except (ValueError, OSError, KeyError) as e:
-      raise CheckpointFormatError(f"cannot read orbax checkpoint {item}: {e}") from None
-    tree = meta.item_metadata.tree if hasattr(meta, "item_metadata") else meta.tree
+      tree = meta.item_metadata.tree if hasattr(meta, "item_metadata") else meta.tree
+    except Exception as e:  # orbax raises many kinds (or returns None) for a damaged item
+      raise _UnreadableStep(f"cannot read orbax checkpoint {item}: {_first_line(e)}") from None
     for path in _generator_paths(tree):
       sub = tree
       for k in path:
@@ -231,33 +241,70 @@ def _read_config(step_dir: str) -> ApolloConfig:
 
 
 def _load_orbax(root: str) -> tuple[ApolloConfig, dict]:
-  import orbax.checkpoint as ocp
   steps = _step_dirs(root)
   if not steps:
     raise CheckpointFormatError(
         f"{root} is not a checkpoint directory: no orbax items (<dir>/params/_METADATA) and no "
         f"numeric step folders")
+  unreadable: list[str] = []
   for step_dir in steps:
-    found = _find_generator(step_dir)
-    if found is None:
+    try:
+      loaded = _load_step(step_dir)
+    except _UnreadableStep as e:
+      if len(steps) == 1:
+        raise CheckpointFormatError(str(e)) from None
+      # As train.py does: a step cut short (a crash while saving) falls back to an older one.
+      log.warning("%s; trying an older step", e)
+      unreadable.append(f"{os.path.basename(step_dir)} ({e})")
       continue
-    item, path, sub = found
-    cfg = _read_config(step_dir)
-    expected = jax.eval_shape(lambda: init_params(cfg, jax.random.PRNGKey(0)))
-    _check_shapes(expected, sub, f"{item} {'/'.join(map(str, path))}", cfg)
-    # Read only the generator subtree, as numpy float32.
-    target = jax.tree.map(lambda a: np.zeros((), np.float32), expected)
-    restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), target)
-    for k in reversed(path):
-      target, restore_args = {k: target}, {k: restore_args}
+    if loaded is not None:
+      return loaded
+  if unreadable:
+    raise CheckpointFormatError(f"no readable step in {root}: {'; '.join(unreadable)}")
+  raise CheckpointFormatError(
+      f"no generator params (a tree with {sorted(_GENERATOR_KEYS)}) in any step of {root}")
+
+
+def _load_step(step_dir: str) -> tuple[ApolloConfig, dict] | None:
+  """The generator of one step folder; None when it holds none.
+
+  Raises:
+    _UnreadableStep: orbax cannot read the step (truncated or damaged files).
+    CheckpointFormatError: a config or shapes that do not fit (not a damaged file).
+  """
+  import orbax.checkpoint as ocp
+  found = _find_generator(step_dir)
+  if found is None:
+    return None
+  item, path, sub = found
+  cfg = _read_config(step_dir)
+  expected = jax.eval_shape(lambda: init_params(cfg, jax.random.PRNGKey(0)))
+  _check_shapes(expected, sub, f"{item} {'/'.join(map(str, path))}", cfg)
+  # Read only the generator subtree, as numpy float32.
+  target = jax.tree.map(lambda a: np.zeros((), np.float32), expected)
+  restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), target)
+  for k in reversed(path):
+    target, restore_args = {k: target}, {k: restore_args}
+  try:
     restored = ocp.PyTreeCheckpointer().restore(
         item, args=ocp.args.PyTreeRestore(item=target, restore_args=restore_args,
                                           partial_restore=True))
     for k in path:
       restored = restored[k]
-    return cfg, jax.tree.map(lambda a: np.asarray(a, np.float32), restored)
-  raise CheckpointFormatError(
-      f"no generator params (a tree with {sorted(_GENERATOR_KEYS)}) in any step of {root}")
+    params = jax.tree.map(lambda a: np.asarray(a, np.float32), restored)
+  except Exception as e:  # tensorstore/orbax errors of truncated array files
+    raise _UnreadableStep(f"cannot read orbax checkpoint {item}: {_first_line(e)}") from None
+  _check_shapes(expected, params, item, cfg)  # a damaged file may restore the wrong shapes
+  return cfg, params
+
+
+class _UnreadableStep(Exception):
+  """One step folder of an orbax checkpoint cannot be read."""
+
+
+def _first_line(e: BaseException) -> str:
+  text = str(e).strip()
+  return f"{type(e).__name__}: {text.splitlines()[0][:200]}" if text else type(e).__name__
 
 
 def _check_shapes(expected: Any, found: Any, where: str, cfg: ApolloConfig) -> None:

@@ -21,6 +21,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from apollo_jax.audio import current_umask
 from apollo_jax.config import ApolloConfig
 from apollo_jax.model import rotary_tables
 from apollo_jax.torch_pickle import CheckpointFormatError, UnsafeCheckpointError, load_torch_file
@@ -322,6 +323,7 @@ def save_torch_generator(cfg: ApolloConfig, params: Mapping, path: str) -> None:
               metadata={"format": "pt", "sr": str(cfg.sample_rate), "win": str(cfg.win_ms),
                         "feature_dim": str(cfg.feature_dim), "layer": str(cfg.num_layers),
                         "causal": str(cfg.causal), "residual": str(cfg.residual)})
+    os.chmod(tmp, 0o666 & ~current_umask())  # not mkstemp's 0600
     os.replace(tmp, path)
   except BaseException:
     if os.path.exists(tmp):

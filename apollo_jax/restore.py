@@ -22,7 +22,6 @@ import argparse
 import dataclasses
 import itertools
 import os
-import pickle
 import sys
 import tempfile
 import time
@@ -32,11 +31,12 @@ from tqdm import tqdm
 
 from apollo_jax import audio, inference
 from apollo_jax.inference import DEFAULT_CHUNK_SECONDS, DEFAULT_OVERLAP_SECONDS
+from apollo_jax.signals import interrupts_as_keyboard_interrupt
 
-# What reading a file that is not a valid checkpoint can raise (torch_pickle, safetensors,
-# orbax); reported as one line, never a traceback.
-CHECKPOINT_ERRORS = (OSError, ValueError, KeyError, TypeError, IndexError, EOFError,
-                     pickle.UnpicklingError)
+# What reading a file that is not a valid checkpoint can raise; reported as one line.
+CHECKPOINT_ERRORS = inference.CHECKPOINT_ERRORS
+
+_IS_INPUT = "output path is an input file; refusing to overwrite an input"
 
 
 class UsageError(Exception):
@@ -167,7 +167,7 @@ def plan(args: argparse.Namespace) -> tuple[list[Job], bool]:
   for j in jobs:
     real = os.path.realpath(j.dst)
     if real in sources:
-      j.error = f"{j.dst}: output path is an input file; refusing to overwrite an input"
+      j.error = f"{j.dst}: {_IS_INPUT}"
     elif real in claimed:
       j.error = f"{j.src}: its output {j.dst} is also the output of {claimed[real]}"
     elif os.path.isdir(j.dst):
@@ -240,23 +240,47 @@ def _stream(args) -> int:
       raise UsageError("--stream: use '-' for both input and output (raw PCM) or for neither")
     if args.channels < 1:
       raise UsageError(f"--channels must be >= 1, got {args.channels}")
+    if source != "-" and _same_file(source, args.output):  # even with --overwrite
+      raise UsageError(f"{args.output}: output path is the input; refusing to overwrite an input")
     if source != "-" and os.path.exists(args.output) and not args.overwrite:
       raise UsageError(f"{args.output} exists (pass --overwrite to replace it)")
     streaming.run(source, args.output, args.checkpoint, args.causal, args.channels, args.keep_delay)
-  except (UsageError, audio.AudioError, ValueError, OSError) as e:
+  except (UsageError, audio.AudioError, ValueError, OSError) as e:  # run() words checkpoint errors
     print(f"error: {_one_line(e)}", file=sys.stderr)
     return 2
   return 0
 
 
+def _same_file(a: str, b: str) -> bool:
+  return os.path.exists(a) and os.path.exists(b) and os.path.samefile(a, b)
+
+
+def _check_not_into_itself(args: argparse.Namespace, jobs: list[Job]) -> None:
+  """A folder restored into itself where every output would replace its input: say so once
+  instead of skipping each file with its own line."""
+  folders = [p for p in args.inputs if os.path.isdir(p) and _same_file(p, args.output)]
+  if folders and all(j.error and j.error.endswith(_IS_INPUT) for j in jobs):
+    raise UsageError(f"-o {args.output} is the input folder {folders[0]}: restoring a folder "
+                     f"into itself would overwrite every input; choose another output folder")
+
+
 def main(argv: list[str] | None = None) -> int:
   args = build_parser().parse_args(argv)
-  if args.stream:
-    return _stream(args)
+  try:
+    with interrupts_as_keyboard_interrupt():  # SIGTERM cleans up like Ctrl-C
+      return _stream(args) if args.stream else _restore(args)
+  except KeyboardInterrupt:
+    print("error: interrupted; the output being written and the folders made for it were "
+          "removed (completed outputs are kept)", file=sys.stderr)
+    return 130
+
+
+def _restore(args: argparse.Namespace) -> int:
   try:
     if args.batch_chunks < 1:
       raise UsageError(f"--batch-chunks must be >= 1, got {args.batch_chunks}")
     jobs, single = plan(args)
+    _check_not_into_itself(args, jobs)
     if single and jobs[0].error:
       raise UsageError(jobs[0].error)
     device = inference.select_device(args.device)

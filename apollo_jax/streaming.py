@@ -37,9 +37,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 import time
-from typing import BinaryIO
+from typing import BinaryIO, Callable
 
 import flax.struct
 import jax
@@ -49,6 +50,7 @@ import numpy as np
 from apollo_jax import audio, spectral
 from apollo_jax.config import ApolloConfig
 from apollo_jax.model import BandMerge, BandRoformer, BandSplit, TemporalUnit, time_conv_left_pad
+from apollo_jax.signals import interrupts_as_keyboard_interrupt
 
 _NO_END = np.iinfo(np.int32).max
 
@@ -266,14 +268,18 @@ def stream_array(cfg: ApolloConfig, params, x: np.ndarray) -> np.ndarray:
   return np.concatenate(outs, axis=2)[:, :, delay_samples(cfg):]
 
 
-def stream_file(cfg: ApolloConfig, params, in_path: str, out_path: str) -> dict:
+def stream_file(cfg: ApolloConfig, params, in_path: str, out_path: str,
+                announce: Callable[[], None] | None = None) -> dict:
   """Restores an audio file hop by hop through :func:`step` (any format :mod:`audio` reads).
 
   The input is resampled to ``cfg.sample_rate``; the output (same length, WAV or FLAC) is
-  written at that rate. Returns hops, seconds of audio and the mean wall time per hop
+  written at that rate. ``announce`` is called once the input has been read (a bad input
+  fails before it). Returns hops, seconds of audio and the mean wall time per hop
   (compilation included).
   """
   x, rate = audio.load(in_path, cfg.sample_rate)
+  if announce is not None:
+    announce()
   start = time.perf_counter()
   y = stream_array(cfg, params, x[None])[0]
   elapsed = time.perf_counter() - start
@@ -307,6 +313,9 @@ def stream_stdio(cfg: ApolloConfig, params, channels: int, stdin: BinaryIO | Non
 
   Returns:
     the number of input samples (per channel) read.
+
+  Raises:
+    ValueError: the input ends inside a sample frame, or holds a NaN or Inf sample.
   """
   stdin = stdin or sys.stdin.buffer
   stdout = stdout or sys.stdout.buffer
@@ -332,6 +341,10 @@ def stream_stdio(cfg: ApolloConfig, params, channels: int, stdin: BinaryIO | Non
       raise ValueError(f"input ended inside a sample frame: {len(data)} bytes is not a multiple "
                        f"of 4 bytes x {channels} channels")
     block = np.frombuffer(data, "<f4").reshape(-1, channels).T[None]
+    if not np.isfinite(block).all():  # one NaN would smear over the whole receptive field
+      bad = int(np.argmin(np.isfinite(block).all(axis=1)[0]))
+      raise ValueError(f"raw PCM input sample {read + bad} is NaN or Inf; the stream stops "
+                       f"here ({read + bad} samples per channel were restored)")
     read += block.shape[2]
     if block.shape[2] < hop:
       emit(finish(params, state, block))
@@ -360,8 +373,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.error("use '-' for both input and output (raw PCM) or for neither (files)")
   if args.channels < 1:
     parser.error(f"--channels must be >= 1, got {args.channels}")
-
-  run(args.input, args.output, args.checkpoint, args.causal, args.channels, args.keep_delay)
+  try:
+    with interrupts_as_keyboard_interrupt():
+      run(args.input, args.output, args.checkpoint, args.causal, args.channels, args.keep_delay)
+  except (audio.AudioError, ValueError, OSError) as e:
+    print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
+    sys.exit(2)
+  except KeyboardInterrupt:
+    print("error: interrupted; nothing was written", file=sys.stderr)
+    sys.exit(130)
 
 
 def run(source: str, dest: str, checkpoint: str, causal: bool = False, channels: int = 2,
@@ -370,17 +390,30 @@ def run(source: str, dest: str, checkpoint: str, causal: bool = False, channels:
 
   Shared by ``python -m apollo_jax.streaming`` and ``python -m apollo_jax.restore --stream``.
   """
-  from apollo_jax.inference import load_generator  # Only the CLI reads checkpoints.
-  cfg, params = load_generator(checkpoint)
+  from apollo_jax.inference import CHECKPOINT_ERRORS, load_generator  # Only the CLI reads them.
+  if source != "-":
+    if os.path.exists(dest) and os.path.exists(source) and os.path.samefile(source, dest):
+      raise ValueError(f"{dest} is the input; refusing to overwrite an input")
+    audio.check_output_format(dest)
+    with audio.Reader(source):  # a bad header fails before the checkpoint is read
+      pass
+  try:
+    cfg, params = load_generator(checkpoint)
+  except CHECKPOINT_ERRORS as e:
+    raise ValueError(f"checkpoint {checkpoint}: {e}") from None
   if causal:
     cfg = dataclasses.replace(cfg, causal=True)
-  print(f"streaming: hop {cfg.hop} samples, lookahead {lookahead_frames(cfg)} frames, latency "
-        f"{latency_samples(cfg)} samples = {latency_ms(cfg):.0f} ms", file=sys.stderr)
+
+  def announce():
+    print(f"streaming: hop {cfg.hop} samples, lookahead {lookahead_frames(cfg)} frames, latency "
+          f"{latency_samples(cfg)} samples = {latency_ms(cfg):.0f} ms", file=sys.stderr)
+
   if source == "-":
+    announce()
     n = stream_stdio(cfg, params, channels, aligned=not keep_delay)
     print(f"streamed {n} samples per channel", file=sys.stderr)
   else:
-    stats = stream_file(cfg, params, source, dest)
+    stats = stream_file(cfg, params, source, dest, announce)
     print(f"wrote {dest}: {stats['seconds']:.2f} s in {stats['hops']} hops, "
           f"{stats['wall_ms_per_hop']:.2f} ms per hop (with compilation)", file=sys.stderr)
 

@@ -107,6 +107,31 @@ def test_truncated_checkpoint_falls_back_to_previous(reference, cache, tmp_path)
 
 
 @pytest.mark.slow
+def test_item2_all_checkpoints_unreadable_refuses_then_restarts_cleanly(reference, cache, tmp_path):
+  shutil.copytree(reference, tmp_path, dirs_exist_ok=True)
+  for step in _steps(tmp_path):
+    for f in (tmp_path / "checkpoints" / "last" / str(step) / "state").rglob("*"):
+      if f.is_file() and f.stat().st_size > 0:
+        f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
+  metrics = (tmp_path / "metrics.jsonl").read_text()
+  for _ in range(2):  # every rerun says the same, and changes nothing
+    out = _run(tmp_path, cache, 8, check=False)
+    assert out.returncode == 2, out.stderr[-3000:]
+    errors = [l for l in out.stderr.splitlines() if l.startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in out.stderr, out.stderr[-3000:]
+    assert "StepAlreadyExistsError" not in out.stderr
+    assert f"delete {tmp_path / 'checkpoints'}" in errors[0], errors
+    assert str(tmp_path / "metrics.jsonl") in errors[0]
+    assert (tmp_path / "metrics.jsonl").read_text() == metrics
+  # Doing what it says, but keeping metrics.jsonl: a clean start, no duplicated rows.
+  shutil.rmtree(tmp_path / "checkpoints")
+  _run(tmp_path, cache, 6)
+  steps = [json.loads(l)["step"] for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+  assert steps == [1, 2, 3, 4, 5, 6]
+  assert _losses(tmp_path) == _losses(reference)
+
+
+@pytest.mark.slow
 def test_two_processes_with_jax_distributed(cache, tmp_path):
   with socket.socket() as s:
     s.bind(("127.0.0.1", 0))

@@ -130,3 +130,42 @@ def write_malicious_zip(path: str, command: str) -> None:
     zf.writestr("archive/data.pkl", bytes(w.out))
     zf.writestr("archive/byteorder", "little")
     zf.writestr("archive/version", "3\n")
+
+
+def write_crafted_zip(path: str, tensors: dict, storages: dict[str, bytes],
+                      storage_type: str = "FloatStorage") -> None:
+  """A torch-style zip whose tensors are given as raw ``_rebuild_tensor_v2`` arguments.
+
+  ``tensors`` maps a state-dict name to ``(storage, offset, size, stride)``; ``storage`` is a
+  ``(key, numel)`` pair (a persistent id to ``storages[key]``) or any other plain value,
+  which is pickled in the storage's place. Used to build hostile files no torch would write.
+  """
+  w = _Writer(False)
+  w.global_("collections", "OrderedDict")
+  w.out += b")R("
+  for name, (storage, offset, size, stride) in tensors.items():
+    w.value(name)
+    w.global_("torch._utils", "_rebuild_tensor_v2")
+    w.out += b"("
+    if isinstance(storage, tuple):
+      key, numel = storage
+      w.out += b"("
+      w.value("storage")
+      w.global_("torch", storage_type)
+      w.value(key)
+      w.value("cpu")
+      w.value(numel)
+      w.out += b"tQ"
+    else:
+      w.value(storage)
+    for v in (offset, size, stride, False):
+      w.value(v)
+    w.value(collections.OrderedDict())
+    w.out += b"tR"
+  w.out += b"u."
+  with zipfile.ZipFile(path, "w") as zf:
+    zf.writestr("archive/data.pkl", bytes(w.out))
+    zf.writestr("archive/byteorder", "little")
+    for key, raw in storages.items():
+      zf.writestr(f"archive/data/{key}", raw)
+    zf.writestr("archive/version", "3\n")

@@ -92,13 +92,19 @@ def _fit(x: np.ndarray, samples: int) -> np.ndarray:
   return np.pad(x, ((0, 0), (0, samples - x.shape[1])))
 
 
+# Larger samples are no audio (float32 garbage near 3.4e38): mixing up to max_stems of them
+# with gains, or squaring them for the activity check, would overflow to inf. Such files are
+# skipped like unreadable ones (logged once, counted in ``bad``).
+MAX_ABS_SAMPLE = 1e15
+
+
 def read_segment(files: list[dict[str, Any]], start_seconds: float, spec: MixSpec) -> np.ndarray:
   """Sum of ``files`` from ``start_seconds``, ``(spec.channels, spec.segment)`` at the model rate.
 
   Only the needed frames are read (soundfile seeks); stems at other rates are resampled.
 
   Raises:
-    UnreadableFile: a file cannot be read.
+    UnreadableFile: a file cannot be read, or holds samples beyond ``MAX_ABS_SAMPLE``.
   """
   out = None
   for f in files:
@@ -108,6 +114,9 @@ def read_segment(files: list[dict[str, Any]], start_seconds: float, spec: MixSpe
       x, _ = audio.load(f["path"], spec.sample_rate, start=start, frames=frames)
     except audio.AudioError as e:
       raise UnreadableFile(f["path"], str(e)) from None
+    peak = float(np.max(np.abs(x))) if x.size else 0.0
+    if peak > MAX_ABS_SAMPLE:  # finite, but gains and sums would overflow float32 to inf
+      raise UnreadableFile(f["path"], f"samples reach {peak:.3g}, far outside audio range")
     x = _fit(to_channels(x, spec.channels), spec.segment)
     out = x if out is None else out + x
   return np.zeros((spec.channels, spec.segment), np.float32) if out is None else out

@@ -67,13 +67,25 @@ class Index:
     return cls(**d)
 
 
-def _audio_files(folder: str) -> list[str]:
-  return sorted(f for f in os.listdir(folder)
+def _listdir(folder: str, skipped: dict[str, str] | None) -> list[str]:
+  """Entries of ``folder``; an unreadable one is recorded in ``skipped`` (like unreadable
+  files) and has none. Without ``skipped`` (a root folder) it is a DataError."""
+  try:
+    return os.listdir(folder)
+  except OSError as e:
+    if skipped is None:
+      raise DataError(f"{folder}: cannot list the folder ({e.strerror or e})") from None
+    skipped[folder] = f"unreadable folder ({e.strerror or e})"
+    return []
+
+
+def _audio_files(folder: str, skipped: dict[str, str] | None = None) -> list[str]:
+  return sorted(f for f in _listdir(folder, skipped)
                 if f.lower().endswith(STEM_EXTS) and not f.startswith("."))
 
 
-def _subfolders(folder: str) -> list[str]:
-  return sorted(d for d in os.listdir(folder)
+def _subfolders(folder: str, skipped: dict[str, str] | None = None) -> list[str]:
+  return sorted(d for d in _listdir(folder, skipped)
                 if os.path.isdir(os.path.join(folder, d)) and not d.startswith("."))
 
 
@@ -120,7 +132,8 @@ def _scan_stems(root: str, min_seconds: float, skipped: dict[str, str]) -> list[
   tracks = []
   for name in _subfolders(root):
     folder = os.path.join(root, name)
-    paths = {os.path.splitext(f)[0]: [os.path.join(folder, f)] for f in _audio_files(folder)}
+    paths = {os.path.splitext(f)[0]: [os.path.join(folder, f)]
+             for f in _audio_files(folder, skipped)}
     track = _track(name, paths, min_seconds, skipped)
     if track:
       tracks.append(track)
@@ -132,8 +145,9 @@ def _scan_moisesdb(root: str, min_seconds: float, skipped: dict[str, str]) -> li
   for name in _subfolders(root):
     folder = os.path.join(root, name)
     paths = {}
-    for stem in _subfolders(folder):
-      files = [os.path.join(folder, stem, f) for f in _audio_files(os.path.join(folder, stem))]
+    for stem in _subfolders(folder, skipped):
+      files = [os.path.join(folder, stem, f)
+               for f in _audio_files(os.path.join(folder, stem), skipped)]
       if files:
         paths[stem] = files
     track = _track(name, paths, min_seconds, skipped)
@@ -142,9 +156,16 @@ def _scan_moisesdb(root: str, min_seconds: float, skipped: dict[str, str]) -> li
   return tracks
 
 
-def _relative_audio_files(folder: str) -> list[str]:
+def _relative_audio_files(folder: str, skipped: dict[str, str]) -> list[str]:
   out = []
-  for parent, dirs, files in os.walk(folder):
+
+  def unreadable(e: OSError) -> None:
+    if e.filename != folder:
+      skipped[e.filename] = f"unreadable folder ({e.strerror or e})"
+    else:
+      raise DataError(f"{folder}: cannot list the folder ({e.strerror or e})")
+
+  for parent, dirs, files in os.walk(folder, onerror=unreadable):
     dirs.sort()
     out += [os.path.relpath(os.path.join(parent, f), folder) for f in sorted(files)
             if f.lower().endswith(STEM_EXTS) and not f.startswith(".")]
@@ -158,7 +179,7 @@ def _scan_paired(root: str, min_seconds: float, skipped: dict[str, str]) -> list
       raise DataError(f"{root}: layout 'paired' expects the folders clean/ and degraded/ "
                       f"with the same relative file names; {d} is missing")
   pairs = []
-  for rel in _relative_audio_files(clean_dir):
+  for rel in _relative_audio_files(clean_dir, skipped):
     other = os.path.join(degraded_dir, rel)
     if not os.path.isfile(other):
       skipped[os.path.join(clean_dir, rel)] = "no degraded file with the same name"

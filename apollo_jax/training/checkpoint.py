@@ -27,11 +27,17 @@ import orbax.checkpoint as ocp
 log = logging.getLogger(__name__)
 
 
+class ResumeError(RuntimeError):
+  """The run has checkpoints but none can be read: resuming or starting over would both be
+  wrong without the user's say (the message names what to delete)."""
+
+
 class Checkpoints:
   """Saves and restores the run state of one training work directory."""
 
   def __init__(self, workdir: str, keep: int, gen_config_json: str):
-    root = os.path.join(os.path.abspath(workdir), "checkpoints")
+    self.workdir = os.path.abspath(workdir)
+    self.root = root = os.path.join(self.workdir, "checkpoints")
     self.last = ocp.CheckpointManager(
         os.path.join(root, "last"), item_names=("state", "data", "meta"),
         options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
@@ -58,9 +64,13 @@ class Checkpoints:
     """Restores the newest readable checkpoint into ``data_iterator`` and a new state.
 
     Returns ``(state, meta)``, or None when there is nothing to resume from.
+
+    Raises:
+      ResumeError: there are checkpoints, but none of them can be read. Starting over would
+        mix a new run into the old one's logs and collide with its step folders.
     """
     self.last.wait_until_finished()
-    unreadable = []
+    unreadable, reasons = [], []
     for step in sorted(self.last.all_steps(), reverse=True):
       try:
         restored = self.last.restore(step, args=ocp.args.Composite(
@@ -71,10 +81,19 @@ class Checkpoints:
         log.warning("checkpoint at step %d is unreadable (%s: %s); trying an older one",
                     step, type(e).__name__, str(e).splitlines()[0][:200])
         unreadable.append(step)
+        reasons.append(f"{type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}")
         continue
       for bad in unreadable:  # Those steps will be trained and saved again.
         self.last.delete(bad)
       return restored["state"], dict(restored["meta"])
+    if unreadable:
+      folder = self.root
+      raise ResumeError(
+          f"no checkpoint of this run can be read: steps {', '.join(map(str, unreadable))} in "
+          f"{os.path.join(folder, 'last')} are all unreadable (newest: {reasons[0]}). Nothing "
+          f"was trained. To start the run over, delete {folder}, "
+          f"{os.path.join(self.workdir, 'metrics.jsonl')} and "
+          f"{os.path.join(self.workdir, 'tensorboard')} (or use a new --workdir)")
     return None
 
   def wait(self) -> None:

@@ -40,6 +40,7 @@ from apollo_jax.training.config import TrainConfig
 from apollo_jax.training.runlog import RunLogger
 from apollo_jax.training.state import create_train_state
 from apollo_jax.training.step import make_mesh, make_train_step, shard_batch
+from apollo_jax.training.validate import check_config
 
 log = logging.getLogger(__name__)
 
@@ -158,7 +159,13 @@ def _mean_metrics(history: list[dict[str, Any]]) -> dict[str, float]:
 
 
 def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-  """Trains (or resumes) the run in ``workdir``; returns the final summary."""
+  """Trains (or resumes) the run in ``workdir``; returns the final summary.
+
+  Raises:
+    ConfigError: a config field training cannot use (checked before anything is built).
+    ResumeError: the run has checkpoints, none of them readable.
+  """
+  check_config(config)
   gen_cfg, train_cfg = model_config(config), train_config(config)
   is_main = jax.process_index() == 0
   os.makedirs(workdir, exist_ok=True)
@@ -182,6 +189,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     logger.truncate_after(int(state.step))
     log.info("resumed from step %d", int(state.step))
   else:
+    logger.truncate_after(0)  # A fresh start: rows of an earlier attempt would repeat steps.
     logger.text("config", "```\n" + config.to_json_best_effort(indent=1) + "\n```")
 
   step_fn = make_train_step(gen_cfg, train_cfg, mesh)
