@@ -128,10 +128,12 @@ def _conv3x3_bwd(stride, residuals, dy):
   h, w, cout = dy.shape[1:]
   dy = dy.astype(x.dtype)
   dy_rows = dy.reshape(-1, cout)
-  # One (in, rows) @ (rows, out) matmul per tap: cheaper than a 9x wider patch matrix.
-  d_kernel = jnp.stack([jnp.dot(tap.reshape(-1, cin).T, dy_rows, preferred_element_type=jnp.float32)
-                        for tap in _taps(x, stride, (h, w))])
-  d_kernel = d_kernel.reshape(kernel.shape).astype(kernel.dtype)
+  # One (out, rows) @ (rows, in) matmul per tap: dy is transposed once, the taps never, and
+  # no 9x wider patch matrix is made.
+  dy_cols = dy_rows.T
+  d_kernel = jnp.stack([jnp.dot(dy_cols, tap.reshape(-1, cin), preferred_element_type=jnp.float32)
+                        for tap in _taps(x, stride, (h, w))])  # (9, out, in)
+  d_kernel = jnp.swapaxes(d_kernel, 1, 2).reshape(kernel.shape).astype(kernel.dtype)
   if stride == 1:
     flipped = jnp.swapaxes(kernel[::-1, ::-1], 2, 3)  # (3, 3, out, in)
     d_x = _conv_forward(dy, flipped, 1)

@@ -1,4 +1,4 @@
-"""Benchmark of one GAN train step: compile time, median step time, peak RSS.
+"""Benchmark of one GAN train step: compile time, step time, peak RSS, and where they go.
 
 One configuration per run (so peak RSS is its own). Examples, as in the README:
 
@@ -6,6 +6,17 @@ One configuration per run (so peak RSS is its own). Examples, as in the README:
   python bench/train_step.py --seconds 1                                      # paper, 1 s
   python bench/train_step.py --seconds 3 --remat                              # paper, 3 s
   python bench/train_step.py --seconds 3 --batch 8 --compute-dtype bfloat16   # on a GPU
+  python bench/train_step.py --feature-dim 64 --layers 2 --seconds 3 --breakdown
+
+Prints: XLA's memory analysis of the compiled step (argument, output, temp bytes) and its
+largest buffers (XLA's buffer assignment), the compile time, the median step time, the peak
+RSS of the process and the machine's CPU pressure over the timed steps (/proc/pressure/cpu:
+above ~0.05 other work was competing and the times are not clean). ``--breakdown`` also
+times the parts of the step as separate jitted functions (G forward, G forward+backward,
+the STFTs of the losses and D, the D update's pass, the G update's D pass, the optimiser
+updates); compiling them takes a few minutes more. With ``--torch-ref DIR`` the published
+PyTorch step is timed in the same sitting by ``../shared/refbench/bench_ref.py`` (run with
+``--torch-python``) and the ratio printed.
 
 Random audio and random weights: the step's cost does not depend on the values.
 """
@@ -13,22 +24,149 @@ Random audio and random weights: the step's cost does not depend on the values.
 from __future__ import annotations
 
 import argparse
+import glob
+import json
+import os
+import pathlib
 import resource
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 
-import jax
-import numpy as np
+_DUMP = tempfile.mkdtemp(prefix="apollo_bench_hlo_")
+# XLA writes its buffer assignment report only when dumping; nothing else is dumped.
+os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
+                           f" --xla_dump_to={_DUMP} --xla_dump_hlo_module_re=.*jit_step.*").strip()
 
-from apollo_jax import ApolloConfig
-from apollo_jax.training import (TrainConfig, create_train_state, make_mesh, make_train_step,
-                                 shard_batch)
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+from apollo_jax import Apollo, ApolloConfig  # noqa: E402
+from apollo_jax.discriminator import (Discriminator, deinterleave, interleave,  # noqa: E402
+                                      multi_stft)
+from apollo_jax.losses import feature_matching_loss, lsgan_d_loss, lsgan_g_loss  # noqa: E402
+from apollo_jax.training import (TrainConfig, create_train_state, make_mesh,  # noqa: E402
+                                 make_train_step, shard_batch)
+from apollo_jax.training.state import make_optimizers  # noqa: E402
+
+REFBENCH = pathlib.Path(__file__).resolve().parents[2] / "shared" / "refbench" / "bench_ref.py"
 
 
 def peak_rss_gb() -> float:
   """Peak resident memory of this process (Linux reports KiB)."""
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
+
+
+def cpu_pressure_us() -> int | None:
+  """Machine-wide 'some' CPU stall time in microseconds (PSI), or None."""
+  try:
+    with open("/proc/pressure/cpu") as f:
+      return int(f.readline().split("total=")[1])
+  except (OSError, ValueError, IndexError):
+    return None
+
+
+def largest_buffers(n: int) -> list[str]:
+  """The ``n`` largest allocations of the compiled step (XLA's memory-usage report)."""
+  reports = sorted(glob.glob(os.path.join(_DUMP, "*jit_step*memory-usage-report.txt")),
+                   key=os.path.getmtime)
+  if not reports:
+    return []
+  rows = []
+  for line in pathlib.Path(reports[-1]).read_text().splitlines():
+    parts = [p.strip() for p in line.split(";")]
+    if len(parts) == 5 and parts[1].endswith("B") and parts[1][0].isdigit():
+      rows.append((parts[1], parts[4]))
+  return [f"{size:>10}  {shapes[:110]}" for size, shapes in rows[:n]]
+
+
+def timed(fn, *args, repeats: int) -> tuple[float, float, list[float]]:
+  """(compile seconds, median seconds, all times) of ``jax.jit(fn)(*args)``."""
+  t0 = time.perf_counter()
+  compiled = jax.jit(fn).lower(*args).compile()
+  compile_s = time.perf_counter() - t0
+  jax.block_until_ready(compiled(*args))
+  times = []
+  for _ in range(repeats):
+    t0 = time.perf_counter()
+    jax.block_until_ready(compiled(*args))
+    times.append(time.perf_counter() - t0)
+  return compile_s, statistics.median(times), times
+
+
+def breakdown(gen_cfg: ApolloConfig, cfg: TrainConfig, state, target, degraded, repeats: int):
+  """Times the parts of the step as separate jitted functions: (name, compile s, median s)."""
+  gen = Apollo(gen_cfg)
+  disc = Discriminator(cfg.windows, cfg.channels, compute_dtype=cfg.compute_dtype)
+  groups = 2 if cfg.spectral_norm_updates_per_step == 4 else 1
+  variables = {"params": state.disc_params, "spectral": state.disc_spectral}
+  forward = lambda p, x: gen.apply({"params": p}, x)
+  fake = jax.jit(forward)(state.gen_params, degraded)
+  pairs = interleave(fake, target)
+  spectra = jax.jit(lambda x: multi_stft(x, cfg.windows))(pairs)
+
+  def g_backward(p, x, ct):
+    out, vjp = jax.vjp(lambda p: forward(p, x), p)
+    return vjp(ct)
+
+  def stfts(x, cts):
+    out, vjp = jax.vjp(lambda x: multi_stft(x, cfg.windows), x)
+    return vjp(cts)
+
+  def d_update_pass(params, spectral, pairs, spectra):
+    def loss(params):
+      out, _ = disc.apply({"params": params, "spectral": spectral}, pairs, train=True,
+                          spectra=spectra, groups=groups, mutable=["spectral"])
+      (fake_scores, _), (real_scores, _) = deinterleave(out, 2)
+      return lsgan_d_loss(real_scores, fake_scores)
+    return jax.grad(loss)(params)
+
+  def g_update_pass(variables, pairs, spectra):
+    def loss(pairs, spectra):
+      out, _ = disc.apply(variables, pairs, train=True, spectra=spectra, groups=groups,
+                          mutable=["spectral"])
+      (fake_scores, fake_feats), (_, real_feats) = deinterleave(out, 2)
+      return lsgan_g_loss(fake_scores) + feature_matching_loss(fake_feats, real_feats)
+    return jax.grad(loss, argnums=(0, 1))(pairs, spectra)
+
+  tx_g, tx_d = make_optimizers(cfg)
+
+  def optimisers(state):
+    up_g, _ = tx_g.update(state.gen_params, state.gen_opt_state, state.gen_params)
+    up_d, _ = tx_d.update(state.disc_params, state.disc_opt_state, state.disc_params)
+    return up_g, up_d
+
+  parts = [
+      ("G forward", forward, (state.gen_params, degraded)),
+      ("G forward+backward", g_backward, (state.gen_params, degraded, fake)),
+      ("STFTs (7 windows, fake+real) fwd+bwd", stfts, (pairs, spectra)),
+      ("D update: D pass fwd+bwd (params)", d_update_pass,
+       (state.disc_params, state.disc_spectral, pairs, spectra)),
+      ("G update: D pass fwd+bwd (input)", g_update_pass, (variables, pairs, spectra)),
+      ("optimiser updates (G and D)", optimisers, (state,)),
+  ]
+  for name, fn, args in parts:
+    compile_s, median, _ = timed(fn, *args, repeats=repeats)
+    yield name, compile_s, median
+
+
+def torch_reference(args) -> dict | None:
+  """The published step timed by refbench in a subprocess (its own peak RSS)."""
+  cmd = [args.torch_python, str(REFBENCH), "--ref-dir", args.torch_ref, "--mode", "train",
+         "--feature-dim", str(args.feature_dim), "--layer", str(args.layers),
+         "--seconds", str(args.seconds), "--batch", str(args.batch), "--threads",
+         str(os.cpu_count()), "--runs", str(max(2, min(args.steps, 3)))]
+  env = dict(os.environ)
+  if args.torch_jemalloc:
+    env.update(LD_PRELOAD=args.torch_jemalloc, MALLOC_CONF="dirty_decay_ms:-1,muzzy_decay_ms:-1")
+  out = subprocess.run(cmd, capture_output=True, text=True, env=env)
+  if out.returncode != 0:
+    print(f"torch reference failed:\n{out.stderr[-2000:]}")
+    return None
+  return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def main(argv=None) -> None:
@@ -38,45 +176,91 @@ def main(argv=None) -> None:
   p.add_argument("--seconds", type=float, default=3.0, help="segment length")
   p.add_argument("--batch", type=int, default=1, help="global batch (divisible by devices)")
   p.add_argument("--steps", type=int, default=5, help="timed steps after one warm-up step")
-  p.add_argument("--remat", action="store_true", help="rematerialise generator blocks")
+  p.add_argument("--remat", action="store_true", help="ApolloConfig.remat (training memory)")
+  p.add_argument("--chunk-rows", type=int, default=-1, help="ApolloConfig.chunk_rows")
   p.add_argument("--compute-dtype", default="float32", choices=("float32", "bfloat16"))
   p.add_argument("--sn-updates", type=int, default=4, choices=(1, 4),
                  help="spectral_norm_updates_per_step")
+  p.add_argument("--demo", action="store_true", help="the configs/apollo.py:demo model and step")
+  p.add_argument("--breakdown", action="store_true", help="also time the parts of the step")
+  p.add_argument("--buffers", type=int, default=8, help="largest buffers to list")
+  p.add_argument("--torch-ref", help="checkout of the published code: time its step too")
+  p.add_argument("--torch-python", default=sys.executable, help="python with torch (refbench)")
+  p.add_argument("--torch-jemalloc", help="libjemalloc.so path: the 'tuned' reference")
   args = p.parse_args(argv)
 
-  gen_cfg = ApolloConfig(feature_dim=args.feature_dim, num_layers=args.layers)
-  cfg = TrainConfig(remat=args.remat, compute_dtype=args.compute_dtype,
-                    spectral_norm_updates_per_step=args.sn_updates)
+  if args.demo:
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+    from configs.apollo import get_config
+    c = get_config("demo")
+    gen_cfg = ApolloConfig.from_dict(c.model.to_dict())
+    cfg = TrainConfig.from_dict(c.train.to_dict())
+    args.feature_dim, args.layers = gen_cfg.feature_dim, gen_cfg.num_layers
+    args.seconds, args.batch = c.data.segment_seconds, c.global_batch_size
+    args.sn_updates = cfg.spectral_norm_updates_per_step
+  else:
+    gen_cfg = ApolloConfig(feature_dim=args.feature_dim, num_layers=args.layers,
+                           remat=args.remat, chunk_rows=args.chunk_rows,
+                           compute_dtype=args.compute_dtype)
+    cfg = TrainConfig(compute_dtype=args.compute_dtype,
+                      spectral_norm_updates_per_step=args.sn_updates)
   mesh = make_mesh()
   samples = int(round(args.seconds * gen_cfg.sample_rate))
   rng = np.random.default_rng(0)
-  target = (0.1 * rng.standard_normal((args.batch, 2, samples))).astype(np.float32)
+  target = (0.1 * rng.standard_normal((args.batch, cfg.channels, samples))).astype(np.float32)
   batch = shard_batch({"target": target, "degraded": 0.9 * target}, mesh)
   state = create_train_state(gen_cfg, cfg, jax.random.PRNGKey(0), mesh=mesh)
   step = make_train_step(gen_cfg, cfg, mesh)
 
+  print(f"device: {jax.device_count()} x {jax.devices()[0].device_kind} ({jax.default_backend()}), "
+        f"{os.cpu_count()} CPUs")
+  print(f"config: feature_dim={args.feature_dim} layers={args.layers} segment={args.seconds:g}s "
+        f"batch={args.batch} remat={gen_cfg.remat} chunk_rows={gen_cfg.chunk_rows} "
+        f"compute_dtype={args.compute_dtype} sn_updates={args.sn_updates}", flush=True)
   t0 = time.perf_counter()
   compiled = step.lower(state, batch).compile()
   compile_s = time.perf_counter() - t0
+  mem = compiled.memory_analysis()
+  gib = lambda b: f"{b / 2 ** 30:.2f} GiB"
+  print(f"compile: {compile_s:.1f} s (peak RSS so far {peak_rss_gb():.2f} GB)")
+  if mem is not None:
+    print(f"XLA memory: arguments {gib(mem.argument_size_in_bytes)}, outputs "
+          f"{gib(mem.output_size_in_bytes)}, temp {gib(mem.temp_size_in_bytes)}")
+  for row in largest_buffers(args.buffers):
+    print(f"  buffer {row}")
+
   state, metrics = compiled(state, batch)  # warm-up
   jax.block_until_ready(metrics)
   times = []
+  psi0, wall0 = cpu_pressure_us(), time.perf_counter()
   for _ in range(args.steps):
     t0 = time.perf_counter()
     state, metrics = compiled(state, batch)
     jax.block_until_ready(metrics)
     times.append(time.perf_counter() - t0)
+  psi1, wall1 = cpu_pressure_us(), time.perf_counter()
+  pressure = (psi1 - psi0) / 1e6 / (wall1 - wall0) if psi0 is not None else float("nan")
   med = statistics.median(times)
   audio_s = args.batch * samples / gen_cfg.sample_rate
-  print(f"device: {jax.device_count()} x {jax.devices()[0].device_kind} ({jax.default_backend()})")
-  print(f"config: feature_dim={args.feature_dim} layers={args.layers} segment={args.seconds:g}s "
-        f"batch={args.batch} remat={args.remat} compute_dtype={args.compute_dtype} "
-        f"sn_updates={args.sn_updates}")
-  print(f"compile: {compile_s:.1f} s")
   print(f"step: median {med:.3f} s over {len(times)} (min {min(times):.3f}, max {max(times):.3f})")
   print(f"throughput: {audio_s / med:.3f} s of audio trained per second")
   print(f"peak RSS: {peak_rss_gb():.2f} GB")
-  print(f"loss_g {float(metrics['loss_g']):.4f} loss_d {float(metrics['loss_d']):.4f}")
+  print(f"cpu pressure during the steps: {pressure:.3f} (fraction of time some task waited)")
+  print(f"loss_g {float(metrics['loss_g']):.4f} loss_d {float(metrics['loss_d']):.4f}", flush=True)
+
+  if args.breakdown:
+    print("parts (separately jitted; compile s, median s):")
+    host_state = jax.device_get(state)
+    for name, c_s, m_s in breakdown(gen_cfg, cfg, host_state, jnp.asarray(target),
+                                    jnp.asarray(0.9 * target), repeats=max(2, args.steps // 2)):
+      print(f"  {name:40s} compile {c_s:6.1f} s  median {m_s:7.3f} s", flush=True)
+  if args.torch_ref:
+    ref = torch_reference(args)
+    if ref is not None:
+      print(f"torch reference: median {ref['median_s']:.3f} s, peak RSS "
+            f"{ref['peak_rss_mib'] / 1024:.2f} GB, cpu pressure {ref.get('cpu_pressure_some_frac')}")
+      print(f"ratio apollo-jax / torch: time {med / ref['median_s']:.2f}, "
+            f"memory {peak_rss_gb() / (ref['peak_rss_mib'] / 1024):.2f}")
 
 
 if __name__ == "__main__":

@@ -31,8 +31,6 @@ class TrainConfig:
       fake together for the D update; the G update uses D in eval mode).
     compute_dtype: matmul/conv input dtype, "float32" or "bfloat16" (params, STFTs and
       losses stay float32). Overrides the generator config's field.
-    remat: rematerialise the generator's band-sequence blocks in the backward pass
-      (less memory, ~1/3 more generator compute). Overrides the generator config's field.
     freeze_blocks: fine-tuning: the first N band-sequence blocks of the generator are not
       updated (their gradients are dropped before clipping).
   """
@@ -55,7 +53,6 @@ class TrainConfig:
   channels: int = 2
   spectral_norm_updates_per_step: int = 4
   compute_dtype: str = "float32"
-  remat: bool = False
   freeze_blocks: int = 0
 
   def __post_init__(self):

@@ -94,7 +94,7 @@ def train_step_fn(gen_cfg: ApolloConfig, cfg: TrainConfig) -> StepFn:
   ``loss_d, loss_g, loss_g_rec, loss_g_adv, loss_g_fm, grad_norm_d, grad_norm_g`` (before
   clipping), ``lr_d, lr_g`` (used this step), ``nonfinite_d, nonfinite_g`` (totals).
   """
-  gen = Apollo(dataclasses.replace(gen_cfg, remat=cfg.remat, compute_dtype=cfg.compute_dtype))
+  gen = Apollo(dataclasses.replace(gen_cfg, compute_dtype=cfg.compute_dtype))
   disc = Discriminator(cfg.windows, cfg.channels, compute_dtype=cfg.compute_dtype)
   tx_g, tx_d = make_optimizers(cfg)
   sched_g, sched_d = lr_schedule(cfg.g_lr, cfg), lr_schedule(cfg.d_lr, cfg)
