@@ -30,7 +30,7 @@ import time
 import numpy as np
 from tqdm import tqdm
 
-from apollo_jax import audio, inference
+from apollo_jax import audio, compile_cache, inference
 from apollo_jax.inference import DEFAULT_CHUNK_SECONDS, DEFAULT_OVERLAP_SECONDS
 
 # What reading a file that is not a valid checkpoint can raise (torch_pickle, safetensors,
@@ -251,6 +251,7 @@ def _stream(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
   args = build_parser().parse_args(argv)
+  compile_cache.setup()  # The next run on the same model and chunk size skips compiling.
   if args.stream:
     return _stream(args)
   try:
