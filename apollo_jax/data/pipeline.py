@@ -17,7 +17,7 @@ from typing import Any
 import grain
 import numpy as np
 
-from apollo_jax.data import demo, mixing, sources
+from apollo_jax.data import demo, heap, mixing, sources
 
 
 class MixAndDegrade(grain.transforms.RandomMap):
@@ -28,6 +28,7 @@ class MixAndDegrade(grain.transforms.RandomMap):
     self.tracks, self.spec, self.bad = tracks, spec, set()
 
   def random_map(self, element: int, rng: np.random.Generator) -> dict[str, Any]:
+    heap.keep_freed_memory()  # Once per process (also in grain workers): ~2x less CPU.
     return mixing.skipping_bad_files(
         lambda i: mixing.training_item(self.tracks, i, rng, self.spec),
         len(self.tracks), int(element), rng, self.bad)
@@ -40,6 +41,7 @@ class CropPair(grain.transforms.RandomMap):
     self.pairs, self.spec, self.bad = pairs, spec, set()
 
   def random_map(self, element: int, rng: np.random.Generator) -> dict[str, Any]:
+    heap.keep_freed_memory()
     return mixing.skipping_bad_files(
         lambda i: mixing.paired_item(self.pairs[i], rng, self.spec),
         len(self.pairs), int(element), rng, self.bad)
