@@ -344,3 +344,33 @@ def test_keeping_freed_memory_changes_no_item(tmp_path):
   after = mixing.training_item(tracks, 1, np.random.default_rng(5), spec)
   for key in before:
     assert before[key].tobytes() == after[key].tobytes()
+
+
+_LEAK_CHECK = """
+import sys
+import jax.numpy as jnp
+from apollo_jax.data import default_data_config, make_train_iterator
+cfg = default_data_config()
+cfg.train_dirs, cfg.segment_seconds, cfg.max_crop_tries, cfg.num_workers = [sys.argv[1]], 0.5, 3, 2
+it = make_train_iterator(cfg, 0, 4)
+held = []
+for _ in range(3):
+  batch = next(it)
+  assert type(batch["target"]).__name__ == "ndarray", type(batch["target"])
+  held.append(jnp.asarray(batch["target"]))  # zero-copy on CPU: holds a view of the buffer
+it.close()
+print("ok")
+"""
+
+
+@pytest.mark.slow
+def test_worker_batches_leave_no_shared_memory_behind(tmp_path):
+  import subprocess
+  import sys
+  from tests.conftest import REPO
+  stems_corpus(tmp_path / "data")
+  out = subprocess.run([sys.executable, "-c", _LEAK_CHECK, str(tmp_path / "data")], cwd=REPO,
+                       capture_output=True, text=True, timeout=600,
+                       env={**os.environ, "JAX_PLATFORMS": "cpu"})
+  assert out.returncode == 0 and "ok" in out.stdout, out.stderr[-3000:]
+  assert "leaked shared_memory" not in out.stderr, out.stderr[-3000:]

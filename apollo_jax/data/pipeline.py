@@ -2,7 +2,7 @@
 
     MapDataset.range(tracks) -> seed -> shuffle -> random_map(item from seed + index)
       -> repeat -> shard by JAX process -> batch -> to_iter_dataset(small ReadOptions)
-      -> mp_prefetch(workers)
+      -> mp_prefetch(workers) -> copy out of shared memory
 
 Each item depends only on the seed, the epoch and its index, so batches are the same for
 any number of workers, and the iterator state (``get_state``/``set_state``, or orbax with
@@ -45,6 +45,17 @@ class CropPair(grain.transforms.RandomMap):
     return mixing.skipping_bad_files(
         lambda i: mixing.paired_item(self.pairs[i], rng, self.spec),
         len(self.pairs), int(element), rng, self.bad)
+
+
+def _own_memory(batch: dict[str, Any]) -> dict[str, Any]:
+  """Copies a worker's batch out of shared memory (~1 ms per batch of 8 x 3 s stereo).
+
+  grain closes and unlinks a batch's shared-memory segment when its array is deleted, which
+  fails while anything still holds a view of the buffer: ``jnp.asarray`` on CPU does (it
+  does not copy), so every batch given to JAX stayed in /dev/shm and was reported as a
+  leaked shared_memory object at shutdown.
+  """
+  return {k: np.array(v) for k, v in batch.items()}
 
 
 def train_index(cfg) -> sources.Index:
@@ -104,7 +115,7 @@ def make_train_dataset(cfg, seed: int, global_batch_size: int,
   if cfg.num_workers > 0:
     _parse_absl_flags()
     ds = ds.mp_prefetch(grain.MultiprocessingOptions(
-        num_workers=cfg.num_workers, per_worker_buffer_size=cfg.worker_buffer))
+        num_workers=cfg.num_workers, per_worker_buffer_size=cfg.worker_buffer)).map(_own_memory)
   return ds
 
 
