@@ -38,8 +38,15 @@ def _cmd(workdir, cache, steps, *extra):
           f"--config.num_steps={steps}", *TINY, *extra]
 
 
-def _run(workdir, cache, steps, *extra, check=True):
+def _env(own_compile_cache=False):
   env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+  if own_compile_cache:  # train.py's default: WORKDIR/compile_cache (not the session's)
+    env.pop("APOLLO_JAX_COMPILE_CACHE", None)
+  return env
+
+
+def _run(workdir, cache, steps, *extra, check=True, own_compile_cache=False):
+  env = _env(own_compile_cache)
   out = subprocess.run(_cmd(workdir, cache, steps, *extra), capture_output=True, text=True,
                        env=env, timeout=900)
   if check and out.returncode != 0:
@@ -93,7 +100,7 @@ def test_time_fields_count_completed_steps_without_compilation(reference):
 
 @pytest.mark.slow
 def test_kill_9_then_resume_matches_uninterrupted(reference, cache, tmp_path):
-  env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+  env = _env(own_compile_cache=True)
   proc = subprocess.Popen(_cmd(tmp_path, cache, 6), stdout=subprocess.DEVNULL,
                           stderr=subprocess.DEVNULL, env=env)
   try:
@@ -106,7 +113,9 @@ def test_kill_9_then_resume_matches_uninterrupted(reference, cache, tmp_path):
     proc.wait()
   killed_at = max(_steps(tmp_path))
   assert killed_at < 6
-  _run(tmp_path, cache, 6)
+  # The killed run cached its compiled step in the run's folder; the resume loads it.
+  assert [p for p in (tmp_path / "compile_cache").iterdir() if "step" in p.name]
+  _run(tmp_path, cache, 6, own_compile_cache=True)
   # Bitwise: same XLA program, same restored state and data position.
   assert _losses(tmp_path) == _losses(reference)
 
