@@ -26,5 +26,5 @@ def compile_cache_dir(tmp_path_factory):
   """train.py / eval.py / restore cache compiled programs; tests keep them out of the user's
   cache folder (one folder per session, inherited by the subprocesses tests start)."""
   from apollo_jax.compile_cache import ENV
-  os.environ.setdefault(ENV, str(tmp_path_factory.mktemp("compile_cache")))
+  os.environ[ENV] = str(tmp_path_factory.mktemp("compile_cache"))
   return os.environ[ENV]
