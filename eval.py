@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from apollo_jax import metrics
+from apollo_jax import compile_cache, metrics
 from apollo_jax.evaluation import EvalError, EvalOptions, run
 
 
@@ -55,6 +55,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
   args = parse_args(argv)
+  compile_cache.setup()  # Reruns and other evaluations of the same model skip compiling.
   restore_kwargs = tuple((k, v) for k, v in (("chunk_seconds", args.chunk_seconds),
                                              ("overlap_seconds", args.overlap_seconds),
                                              ("batch_chunks", args.batch_chunks)) if v is not None)

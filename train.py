@@ -8,9 +8,13 @@ Multi-host: start one process per host with the same flags plus
 ``--coordinator_address=HOST:PORT --num_processes=N --process_id=I`` (or rely on the
 cluster's environment, e.g. SLURM / TPU pods, where ``jax.distributed.initialize()`` finds
 them itself with ``--distributed``).
+
+Compiled programs are cached in WORKDIR/compile_cache (``APOLLO_JAX_COMPILE_CACHE``: another
+folder, or ``off``), so a relaunch does not compile again.
 """
 
 import logging
+import os
 import sys
 
 from absl import app, flags
@@ -37,8 +41,11 @@ def main(argv):
   # orbax logs every file it writes at INFO; keep the console for progress and warnings.
   absl_logging.set_verbosity(absl_logging.WARNING)
   logging.getLogger("apollo_jax").setLevel(logging.INFO)
+  from apollo_jax import compile_cache
   from apollo_jax.data import DataError
   from apollo_jax.training.checkpoint import ResumeError
+  # In the run's folder: a relaunch or resume loads the compiled step instead of compiling.
+  compile_cache.setup(os.path.join(flags.FLAGS.workdir, "compile_cache"))
   from apollo_jax.training.loop import train
   from apollo_jax.training.validate import ConfigError
   try:

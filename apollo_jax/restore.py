@@ -29,7 +29,7 @@ import time
 import numpy as np
 from tqdm import tqdm
 
-from apollo_jax import audio, inference
+from apollo_jax import audio, compile_cache, inference
 from apollo_jax.inference import DEFAULT_CHUNK_SECONDS, DEFAULT_OVERLAP_SECONDS
 from apollo_jax.signals import interrupts_as_keyboard_interrupt
 
@@ -266,6 +266,7 @@ def _check_not_into_itself(args: argparse.Namespace, jobs: list[Job]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
   args = build_parser().parse_args(argv)
+  compile_cache.setup()  # The next run on the same model and chunk size skips compiling.
   try:
     with interrupts_as_keyboard_interrupt():  # SIGTERM cleans up like Ctrl-C
       return _stream(args) if args.stream else _restore(args)

@@ -26,7 +26,16 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from apollo_jax import codecs  # noqa: E402
-from apollo_jax.data import default_data_config, mixing, pipeline  # noqa: E402
+from apollo_jax.data import default_data_config, heap, mixing, pipeline  # noqa: E402
+
+
+def cpu_pressure() -> str:
+  """The machine's CPU pressure (other jobs' load), printed beside every number."""
+  try:
+    with open("/proc/pressure/cpu") as f:
+      return "cpu pressure " + f.readline().split(" ", 1)[1].strip()
+  except OSError:
+    return f"load average {os.getloadavg()[0]:.1f}"
 
 
 def _children(pid: int) -> list[int]:
@@ -100,12 +109,15 @@ def main():
   t = time.perf_counter()
   index = pipeline.train_index(cfg)
   print(f"demo corpus: {len(index.tracks)} tracks ({time.perf_counter() - t:.1f} s to "
-        f"prepare); {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
+        f"prepare); {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}, "
+        f"{cpu_pressure()}")
   print(f"segments: {seg:g} s stereo at {cfg.sample_rate} Hz, codec mp3 (LAME -q "
         f"{cfg.mp3_quality}), bitrates {tuple(cfg.bitrates)} drawn per item, "
         f"batch {args.batch}")
 
-  # CPU cost per item, split into stages (single thread).
+  # CPU cost per item, split into stages (single thread), with the malloc settings the
+  # pipeline's transforms use.
+  heap.keep_freed_memory()
   spec = mixing.MixSpec.from_config(cfg)
   rng = np.random.default_rng(0)
   n = 24
@@ -119,12 +131,13 @@ def main():
       codecs.degrade(x, cfg.sample_rate, "mp3", cfg.bitrates[i % len(cfg.bitrates)], quality)
     t_mp3 = (time.process_time() - t) / n
     print(f"CPU per item: read+mix {t_mix * 1e3:.1f} ms, mp3 (LAME -q {quality}) encode+decode "
-          f"{t_mp3 * 1e3:.1f} ms -> {seg / (t_mix + t_mp3):.1f} s of audio per CPU-second")
+          f"{t_mp3 * 1e3:.1f} ms -> {seg / (t_mix + t_mp3):.1f} s of audio per CPU-second "
+          f"({cpu_pressure()})")
 
   cfg.num_workers = 0
   wall, cpu, items = run(cfg, args.batch, args.batches, index)
   print(f"in-process (0 workers): {items * seg / wall:.1f} s audio/s wall, "
-        f"{items * seg / cpu:.1f} s audio per CPU-second")
+        f"{items * seg / cpu:.1f} s audio per CPU-second ({cpu_pressure()})")
 
   if args.workers > 0:
     cfg.num_workers = args.workers
@@ -138,7 +151,7 @@ def main():
     print(f"{args.workers} workers: {rate:.1f} s audio/s wall, {rate / args.workers:.1f} per "
           f"worker; peak memory {monitor.peak_pss / 2**20:.0f} MiB PSS "
           f"({monitor.peak_rss / 2**20:.0f} MiB RSS) for main process + workers, of which "
-          f"the main process before starting was {base_pss / 2**20:.0f} MiB PSS")
+          f"the main process before starting was {base_pss / 2**20:.0f} MiB PSS ({cpu_pressure()})")
 
 
 if __name__ == "__main__":

@@ -19,3 +19,12 @@ def parity():
   if not (d / "meta.json").exists():
     pytest.fail(f"parity fixture not found at {d} (set APOLLO_PARITY_DIR)")
   return d
+
+
+@pytest.fixture(autouse=True, scope="session")
+def compile_cache_dir(tmp_path_factory):
+  """train.py / eval.py / restore cache compiled programs; tests keep them out of the user's
+  cache folder (one folder per session, inherited by the subprocesses tests start)."""
+  from apollo_jax.compile_cache import ENV
+  os.environ[ENV] = str(tmp_path_factory.mktemp("compile_cache"))
+  return os.environ[ENV]

@@ -312,3 +312,65 @@ def test_demo_corpus_is_deterministic_and_feeds_training(tmp_path):
   assert demo.ensure_demo_corpus(str(tmp_path / "cache"), tracks=2, seconds=2.0) == path
   assert os.stat(os.path.join(path, "demo.json")).st_mtime_ns == stamp
   shutil.rmtree(path)
+
+
+# --- Speed paths that must not change the data ------------------------------------------------
+@pytest.mark.parametrize("subtype", ["PCM_16", "PCM_24", "FLOAT"])
+def test_partial_reads_equal_libsndfile(tmp_path, subtype):
+  """Segments are read as int16 + NumPy scaling for 16-bit PCM, and only the asked frames:
+  the values are exactly libsndfile's own float32 conversion."""
+  from apollo_jax import audio
+  x = tone(seconds=1.0, seed=3)
+  x[:, :5], x[:, 5:10] = 1.0, -1.0  # full scale both ways
+  path = str(tmp_path / f"a_{subtype}.wav")
+  sf.write(path, x.T, RATE, subtype=subtype)
+  for start, frames in ((0, -1), (0, 100), (1234, 20000), (40000, 10000)):
+    got, rate = audio.load(path, start=start, frames=frames)
+    with sf.SoundFile(path) as f:
+      f.seek(start)
+      want = f.read(frames, dtype="float32", always_2d=True).T
+    assert rate == RATE and got.dtype == np.float32 and got.flags.c_contiguous
+    np.testing.assert_array_equal(got, want)
+
+
+def test_keeping_freed_memory_changes_no_item(tmp_path):
+  from apollo_jax.data import heap
+  stems_corpus(tmp_path)
+  cfg = tiny_config([tmp_path])
+  spec = mixing.MixSpec.from_config(cfg)
+  tracks = pipeline.train_index(cfg).tracks
+  before = mixing.training_item(tracks, 1, np.random.default_rng(5), spec)
+  assert heap.keep_freed_memory() == (os.uname().sysname == "Linux")  # glibc here
+  after = mixing.training_item(tracks, 1, np.random.default_rng(5), spec)
+  for key in before:
+    assert before[key].tobytes() == after[key].tobytes()
+
+
+_LEAK_CHECK = """
+import sys
+import jax.numpy as jnp
+from apollo_jax.data import default_data_config, make_train_iterator
+cfg = default_data_config()
+cfg.train_dirs, cfg.segment_seconds, cfg.max_crop_tries, cfg.num_workers = [sys.argv[1]], 0.5, 3, 2
+it = make_train_iterator(cfg, 0, 4)
+held = []
+for _ in range(3):
+  batch = next(it)
+  assert type(batch["target"]).__name__ == "ndarray", type(batch["target"])
+  held.append(jnp.asarray(batch["target"]))  # zero-copy on CPU: holds a view of the buffer
+it.close()
+print("ok")
+"""
+
+
+@pytest.mark.slow
+def test_worker_batches_leave_no_shared_memory_behind(tmp_path):
+  import subprocess
+  import sys
+  from tests.conftest import REPO
+  stems_corpus(tmp_path / "data")
+  out = subprocess.run([sys.executable, "-c", _LEAK_CHECK, str(tmp_path / "data")], cwd=REPO,
+                       capture_output=True, text=True, timeout=600,
+                       env={**os.environ, "JAX_PLATFORMS": "cpu"})
+  assert out.returncode == 0 and "ok" in out.stdout, out.stderr[-3000:]
+  assert "leaked shared_memory" not in out.stderr, out.stderr[-3000:]

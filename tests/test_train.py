@@ -38,8 +38,15 @@ def _cmd(workdir, cache, steps, *extra):
           f"--config.num_steps={steps}", *TINY, *extra]
 
 
-def _run(workdir, cache, steps, *extra, check=True):
+def _env(own_compile_cache=False):
   env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+  if own_compile_cache:  # train.py's default: WORKDIR/compile_cache (not the session's)
+    env.pop("APOLLO_JAX_COMPILE_CACHE", None)
+  return env
+
+
+def _run(workdir, cache, steps, *extra, check=True, own_compile_cache=False):
+  env = _env(own_compile_cache)
   out = subprocess.run(_cmd(workdir, cache, steps, *extra), capture_output=True, text=True,
                        env=env, timeout=900)
   if check and out.returncode != 0:
@@ -75,8 +82,25 @@ def test_uninterrupted_run_writes_everything(reference):
 
 
 @pytest.mark.slow
+def test_time_fields_count_completed_steps_without_compilation(reference):
+  rows = [json.loads(l) for l in (reference / "metrics.jsonl").read_text().splitlines()]
+  rows = [r for r in rows if "loss_g" in r]
+  # Compilation is reported once, on the first row, and never mixed into a step rate.
+  assert rows[0]["time/compile_s"] > 0 and "time/step_s" not in rows[0]
+  assert all("time/compile_s" not in r for r in rows[1:])
+  timed = [r for r in rows if "time/step_s" in r]
+  # log_every=1, checkpoint_every=2: the interval after each checkpoint write is left out.
+  assert [r["step"] for r in timed] == [2, 4, 6]
+  for r in timed:
+    assert 0 < r["time/step_s"] < rows[0]["time/compile_s"]
+    # 2 items of 0.25 s per step.
+    assert r["time/audio_s_per_s"] == pytest.approx(0.5 / r["time/step_s"], rel=1e-9)
+    assert 0 <= r["time/data_wait_fraction"] <= 1
+
+
+@pytest.mark.slow
 def test_kill_9_then_resume_matches_uninterrupted(reference, cache, tmp_path):
-  env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+  env = _env(own_compile_cache=True)
   proc = subprocess.Popen(_cmd(tmp_path, cache, 6), stdout=subprocess.DEVNULL,
                           stderr=subprocess.DEVNULL, env=env)
   try:
@@ -89,7 +113,9 @@ def test_kill_9_then_resume_matches_uninterrupted(reference, cache, tmp_path):
     proc.wait()
   killed_at = max(_steps(tmp_path))
   assert killed_at < 6
-  _run(tmp_path, cache, 6)
+  # The killed run cached its compiled step in the run's folder; the resume loads it.
+  assert [p for p in (tmp_path / "compile_cache").iterdir() if "step" in p.name]
+  _run(tmp_path, cache, 6, own_compile_cache=True)
   # Bitwise: same XLA program, same restored state and data position.
   assert _losses(tmp_path) == _losses(reference)
 
@@ -160,3 +186,23 @@ def test_config_variants_build():
   assert model_config(apollo.get_config("causal")).causal
   with pytest.raises(ValueError, match="unknown variant"):
     apollo.get_config("nope")
+
+
+def test_step_rate_leaves_out_pauses():
+  from apollo_jax.training.loop import StepRate
+  rate = StepRate()
+  rate.waited_for_data(5.0)  # before the first completion: not part of any interval
+  rate.done(100.0)           # the first step: waited for compilation, starts the clock
+  assert rate.summary(3.0) == {}
+  rate.waited_for_data(0.5)
+  rate.done(102.0)
+  rate.done(106.0)
+  assert rate.summary(3.0) == {"time/step_s": 3.0, "time/audio_s_per_s": 1.0,
+                               "time/data_wait_fraction": 0.5 / 6.0}
+  rate.done(107.0)
+  rate.pause()               # e.g. validation and a checkpoint
+  rate.waited_for_data(9.0)
+  rate.done(200.0)           # its interval holds the pause: left out
+  rate.done(201.0)
+  assert rate.summary(3.0) == {"time/step_s": 1.0, "time/audio_s_per_s": 3.0,
+                               "time/data_wait_fraction": 0.0}

@@ -118,7 +118,10 @@ def read_segment(files: list[dict[str, Any]], start_seconds: float, spec: MixSpe
     if peak > MAX_ABS_SAMPLE:  # finite, but gains and sums would overflow float32 to inf
       raise UnreadableFile(f["path"], f"samples reach {peak:.3g}, far outside audio range")
     x = _fit(to_channels(x, spec.channels), spec.segment)
-    out = x if out is None else out + x
+    if out is None:
+      out = x
+    else:
+      out += x  # In place: both are this function's own arrays (saves an allocation per file).
   return np.zeros((spec.channels, spec.segment), np.float32) if out is None else out
 
 
@@ -170,7 +173,9 @@ def mix(tracks: list[dict[str, Any]], first: int, rng: np.random.Generator,
     names = sorted(t["stems"])
     files = t["stems"][names[int(rng.integers(len(names)))]] if names else _mixture_files(t)
     gain = 10 ** (rng.uniform(*spec.gain_db) / 20)
-    out += gain * active_crop(files, t["seconds"], rng, spec)
+    crop = active_crop(files, t["seconds"], rng, spec)
+    crop *= gain  # In place: a fresh array; float32 like gain * crop (same values).
+    out += crop
   return out, count
 
 

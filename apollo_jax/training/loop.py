@@ -153,6 +153,44 @@ class Validator:
     logger.figure(step, f"val_{i}/spectrogram", fig)
 
 
+class StepRate:
+  """Step time from the moments steps are seen to complete, not dispatched.
+
+  Dispatch is asynchronous, so the host reaches a step long before the device finishes it;
+  the loop waits for each step's metrics one step later and calls :meth:`done` then. The
+  interval after a pause (the first step, which waits for compilation, and anything else
+  that is not training: validation, checkpoint writes) is left out of the rates.
+  """
+
+  def __init__(self):
+    self.last = None  # when the previous step completed; None after a pause
+    self.steps, self.seconds, self.data_wait = 0, 0.0, 0.0
+
+  def pause(self) -> None:
+    self.last = None
+
+  def waited_for_data(self, seconds: float) -> None:
+    if self.last is not None:
+      self.data_wait += seconds
+
+  def done(self, now: float) -> None:
+    if self.last is not None:
+      self.steps += 1
+      self.seconds += now - self.last
+    self.last = now
+
+  def summary(self, audio_seconds_per_step: float) -> dict[str, float]:
+    """``time/step_s``, ``time/audio_s_per_s``, ``time/data_wait_fraction`` since the last
+    summary ({} when no whole step interval was seen); starts a new interval."""
+    if not self.steps or self.seconds <= 0:
+      return {}
+    out = {"time/step_s": self.seconds / self.steps,
+           "time/audio_s_per_s": audio_seconds_per_step * self.steps / self.seconds,
+           "time/data_wait_fraction": min(1.0, self.data_wait / self.seconds)}
+    self.steps, self.seconds, self.data_wait = 0, 0.0, 0.0
+    return out
+
+
 def _mean_metrics(history: list[dict[str, Any]]) -> dict[str, float]:
   host = jax.device_get(history)
   return {k: float(np.mean([h[k] for h in host])) for k in host[0]}
@@ -208,30 +246,48 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   with _StopFlag() as flag, tqdm.tqdm(total=config.num_steps, initial=start_step,
                                       disable=not is_main, unit="step", dynamic_ncols=True) as bar:
     step = start_step
-    interval_start, data_wait = time.perf_counter(), 0.0
+    rate, compile_s = StepRate(), None
+    in_flight = None  # metrics of the newest dispatched step, not yet waited for
+
+    def settle() -> None:
+      """Waits for the step in flight; the bar and the rates count completed steps."""
+      nonlocal in_flight
+      if in_flight is not None:
+        jax.block_until_ready(in_flight)
+        rate.done(time.perf_counter())
+        bar.update(1)
+        in_flight = None
+
     while step < config.num_steps and not flag.stop:
       t = time.perf_counter()
       batch = next(data_iter)
-      data_wait += time.perf_counter() - t
-      # Dispatch is asynchronous: the next batch is prepared while the device computes.
+      rate.waited_for_data(time.perf_counter() - t)
+      t = time.perf_counter()
       state, metrics = step_fn(state, shard_batch({k: batch[k] for k in ("target", "degraded")}, mesh))
+      if compile_s is None:  # The first call traces and compiles (or loads from the cache).
+        compile_s = time.perf_counter() - t
+        log.info("train step compiled in %.1f s", compile_s)
       history.append(metrics)
       step += 1
-      bar.update(1)
+      # One step behind: wait for the previous step while this one runs, so the host
+      # prepares the next batch during this step but never runs ahead of the device.
+      settle()
+      in_flight = metrics
       if step % config.log_every == 0 or step == config.num_steps:
-        scalars = _mean_metrics(history)  # Blocks on the device once per log interval.
-        elapsed = time.perf_counter() - interval_start
-        scalars |= {"time/step_s": elapsed / len(history),
-                    "time/data_wait_fraction": data_wait / elapsed,
-                    "time/audio_s_per_s": seconds_per_batch * len(history) / elapsed}
+        settle()
+        scalars = _mean_metrics(history) | rate.summary(seconds_per_batch)
+        if step == start_step + len(history):  # The first log of this process.
+          scalars["time/compile_s"] = compile_s
         logger.scalars(step, scalars)
         bar.set_postfix(loss_g=f"{scalars['loss_g']:.3f}", loss_d=f"{scalars['loss_d']:.3f}",
-                        audio_s_per_s=f"{scalars['time/audio_s_per_s']:.2f}")
+                        **({"audio_s_per_s": f"{scalars['time/audio_s_per_s']:.2f}"}
+                           if "time/audio_s_per_s" in scalars else {}))
         history = []
 
       best = False
       validated = validator is not None and step % config.val_every == 0
       if validated:
+        settle()
         scores = validator(state.gen_params, step, logger)
         logger.scalars(step, scores)
         if scores["val/si_sdr"] > meta["best_si_sdr"]:
@@ -242,13 +298,14 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         tqdm.tqdm.write(f"step {step}: " + ", ".join(f"{k[4:]} {v:.3f}" for k, v in scores.items()))
         stopped_early = meta["bad_validations"] >= config.early_stop_patience
       if validated or step % config.checkpoint_every == 0 or flag.stop or stopped_early:
+        settle()
         save(step, best)
-      if validated or step % config.log_every == 0:
-        interval_start, data_wait = time.perf_counter(), 0.0  # Time training steps only.
+        rate.pause()  # Time training steps only.
       if stopped_early:
         tqdm.tqdm.write(f"early stop: no better validation SI-SDR for "
                         f"{config.early_stop_patience} validations")
         break
+    settle()
     if step > last_saved:
       save(step)
   checkpoints.wait()
