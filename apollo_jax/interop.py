@@ -10,6 +10,7 @@ Command line::
 
   python -m apollo_jax.interop convert IN OUT_DIR        # published file -> orbax params
   python -m apollo_jax.interop export IN OUT.safetensors  # ours/published -> official names
+  python -m apollo_jax.interop compare REF.wav OURS.wav   # null test (apollo_jax.nulltest)
 """
 
 from __future__ import annotations
@@ -537,7 +538,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--win-ms", type=float, default=None,
                    help="STFT window in ms of a state dict that does not record it")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+  cmp = sub.add_parser("compare", help="null test: residual level, SNR and max difference")
+  cmp.add_argument("reference", help="the published code's output (WAV/FLAC/...)")
+  cmp.add_argument("ours", help="our output for the same input, same rate and length")
   args = parser.parse_args(argv)
+  if args.command == "compare":
+    from apollo_jax import audio, nulltest
+    try:
+      print(nulltest.compare_files(args.reference, args.ours).line())
+    except (audio.AudioError, ValueError) as e:
+      print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
+      return 2
+    return 0
   try:
     if args.command == "export" and not args.output.endswith(".safetensors"):
       raise ValueError(f"{args.output}: export writes .safetensors files")
