@@ -528,9 +528,17 @@ def main(argv: list[str] | None = None) -> int:
   conv = sub.add_parser("convert", help="any checkpoint -> orbax params folder + config.json")
   conv.add_argument("input", help="published .bin/.pth/.ckpt, .safetensors, or an orbax folder")
   conv.add_argument("output", help="folder to create (OUT/params, OUT/config.json)")
-  exp = sub.add_parser("export", help="any checkpoint -> .safetensors with the official names")
+  exp = sub.add_parser("export", help="any checkpoint -> .safetensors with the official names, "
+                                      "or a deployable StableHLO / ONNX model")
   exp.add_argument("input", help="orbax params or training folder, or any file convert reads")
-  exp.add_argument("output", help="the .safetensors file to write")
+  exp.add_argument("output", help="the file to write (.safetensors, .npz for stablehlo, .onnx)")
+  exp.add_argument("--format", choices=["safetensors", "stablehlo", "onnx"], default="safetensors",
+                   help="safetensors (weights, default), stablehlo (jax.export of the jitted "
+                        "generator) or onnx (needs requirements-onnx.txt)")
+  exp.add_argument("--batch", type=int, default=1, help="stablehlo/onnx: fixed batch (default 1)")
+  exp.add_argument("--channels", type=int, default=2, help="stablehlo/onnx: fixed channels (default 2)")
+  exp.add_argument("--samples", type=int, default=None,
+                   help="stablehlo/onnx: fixed samples per channel (default 4 s at the model's rate)")
   for p in (conv, exp):
     p.add_argument("--sample-rate", type=int, default=None,
                    help="sample rate of a state dict that does not record it (default: "
@@ -551,8 +559,10 @@ def main(argv: list[str] | None = None) -> int:
       return 2
     return 0
   try:
-    if args.command == "export" and not args.output.endswith(".safetensors"):
-      raise ValueError(f"{args.output}: export writes .safetensors files")
+    suffix = {"safetensors": ".safetensors", "stablehlo": ".npz", "onnx": ".onnx"}.get(
+        getattr(args, "format", "safetensors"))
+    if args.command == "export" and not args.output.endswith(suffix):
+      raise ValueError(f"{args.output}: export --format {args.format} writes {suffix} files")
     if os.path.exists(args.output) and not args.overwrite:
       raise ValueError(f"{args.output} already exists (pass --overwrite to replace it)")
     if os.path.exists(args.input) and os.path.exists(args.output) and os.path.samefile(
@@ -561,8 +571,15 @@ def main(argv: list[str] | None = None) -> int:
     cfg, params = inference.load_generator(args.input, args.sample_rate, args.win_ms)
     if args.command == "convert":
       inference.save_generator(args.output, cfg, params, overwrite=args.overwrite)
-    else:
+    elif args.format == "safetensors":
       save_torch_generator(cfg, params, args.output)
+    else:
+      from apollo_jax import deploy
+      shape = (args.batch, args.channels, args.samples or 4 * cfg.sample_rate)
+      if args.format == "stablehlo":
+        deploy.export_stablehlo(cfg, params, shape, args.output)
+      else:
+        deploy.export_onnx(cfg, params, shape, args.output)
   except (OSError, ValueError, KeyError, TypeError, EOFError, pickle.UnpicklingError) as e:
     print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
     return 2
