@@ -69,6 +69,7 @@ def _runner():
   return mod
 
 
+@pytest.mark.slow
 @pytest.mark.parity
 def test_onnx_export_matches_the_jax_forward_on_the_parity_input(parity, tmp_path):
   _onnx_extra()
@@ -85,6 +86,7 @@ def test_onnx_export_matches_the_jax_forward_on_the_parity_input(parity, tmp_pat
   assert err <= 1e-4
 
 
+@pytest.mark.slow
 def test_onnx_command_line_and_missing_extra(tmp_path, monkeypatch):
   _onnx_extra()
   params = random_params(TINY)
