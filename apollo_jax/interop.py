@@ -10,6 +10,8 @@ Command line::
 
   python -m apollo_jax.interop convert IN OUT_DIR        # published file -> orbax params
   python -m apollo_jax.interop export IN OUT.safetensors  # ours/published -> official names
+  python -m apollo_jax.interop export IN OUT.npz --format stablehlo   # apollo_jax.deploy
+  python -m apollo_jax.interop export IN OUT.onnx --format onnx       # (optional extra)
   python -m apollo_jax.interop compare REF.wav OURS.wav   # null test (apollo_jax.nulltest)
 """
 

@@ -5,10 +5,11 @@ import os
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import pytest
 
-from apollo_jax import ApolloConfig, deploy, interop
+from apollo_jax import Apollo, ApolloConfig, deploy, interop
 from apollo_jax.inference import save_generator
 from fakes import random_params
 
@@ -42,6 +43,8 @@ def test_stablehlo_export_runs_without_apollo_jax_and_equals_the_live_model(tmp_
   assert r.returncode == 0, r.stderr
   y = np.load(tmp_path / "out.npy")
   np.testing.assert_array_equal(y, _live(TINY, params, x))  # bit for bit
+  readme_forward = jax.jit(lambda p, x: Apollo(TINY).apply({"params": p}, x))  # README's API
+  np.testing.assert_array_equal(y, np.asarray(readme_forward(params, x)))
 
 
 def test_stablehlo_export_errors(tmp_path):
