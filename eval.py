@@ -45,7 +45,11 @@ def parse_args(argv=None) -> argparse.Namespace:
   p.add_argument("--workers", type=int, default=1, help="scoring processes (0: score in this process)")
   p.add_argument("--clip-seconds", type=float, help="score only the first N seconds of each file")
   p.add_argument("--spectrograms", type=int, default=3, help="files with spectrogram PNGs (default 3)")
-  p.add_argument("--sample-rate", type=int, default=44100, help="rate used when no checkpoint is given")
+  p.add_argument("--sample-rate", type=int, default=None,
+                 help="rate of a checkpoint that does not record it (default: inferred from its "
+                      "FFT size, 20 ms window); without a checkpoint the scoring rate (default 44100)")
+  p.add_argument("--win-ms", type=float, default=None,
+                 help="STFT window in ms of a checkpoint that does not record it (default 20)")
   p.add_argument("--chunk-seconds", type=float, help="restore chunk length (default: inference's)")
   p.add_argument("--overlap-seconds", type=float, help="restore chunk overlap (default: inference's)")
   p.add_argument("--batch-chunks", type=int, help="chunks restored per batch (default: inference's)")
@@ -65,7 +69,7 @@ def main(argv=None) -> int:
                        spectrograms=args.spectrograms, restore_kwargs=restore_kwargs,
                        progress=not args.no_progress)
     run(args.checkpoint, args.data, args.out, opts, manifest=args.manifest,
-        sample_rate=args.sample_rate)
+        sample_rate=args.sample_rate, win_ms=args.win_ms)
   except EvalError as e:
     print(f"eval.py: error: {e}", file=sys.stderr)
     return 2

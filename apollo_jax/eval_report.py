@@ -75,6 +75,37 @@ def bitrate_table(rows: list[dict], systems: list[str], metric_names: tuple[str,
   return "\n".join(lines)
 
 
+NO_HARM_METRICS = ("visqol", "si_snr")
+
+
+def no_harm_lines(rows: list[dict], systems: list[str], metric_names: tuple[str, ...]) -> list[str]:
+  """One line per restoring system and bitrate: the share of clips it makes worse.
+
+  A clip counts as harmed on a metric when the restoration scores below the codec input
+  (``systems[0]``) on that clip; only ViSQOL and SI-SNR are counted (the issue's "no harm"
+  criterion), each when it was scored.
+  """
+  metrics = [m for m in NO_HARM_METRICS if m in metric_names]
+  value = lambda r, m: (float(r[m]) if r.get(m) is not None and not math.isnan(float(r[m]))
+                        else None)
+  base = {(r["file"], r["category"], int(r["bitrate"])): r for r in rows if r["system"] == systems[0]}
+  lines = []
+  for s in systems[1:]:
+    for b in sorted({int(r["bitrate"]) for r in rows}):
+      parts = []
+      for m in metrics:
+        pairs = [(value(r, m), value(base[k], m)) for r in rows
+                 if r["system"] == s and int(r["bitrate"]) == b
+                 and (k := (r["file"], r["category"], b)) in base]
+        pairs = [(x, y) for x, y in pairs if x is not None and y is not None]
+        worse = sum(x < y for x, y in pairs)
+        share = f"{100 * worse / len(pairs):.0f}%" if pairs else "–"
+        parts.append(f"{METRIC_LABELS[m].split(' ')[0]} {worse}/{len(pairs)} ({share})")
+      if parts:
+        lines.append(f"- {s} at {b} kbit/s: below the {systems[0]} input on " + ", on ".join(parts))
+  return lines
+
+
 def markdown_report(rows: list[dict], skipped: list[dict], systems: list[str], opts) -> str:
   names = tuple(opts.metrics)
   rates = ", ".join(str(b) for b in sorted({int(r["bitrate"]) for r in rows}))
@@ -85,6 +116,10 @@ def markdown_report(rows: list[dict], skipped: list[dict], systems: list[str], o
           f"The {systems[0]} row scores the degraded input itself.", "",
           category_table(rows, systems, names), "", "## Per bitrate", "",
           bitrate_table(rows, systems, names), ""]
+  harm = no_harm_lines(rows, systems, names)
+  if harm:
+    text += ["## No harm", "", "Clips where the restoration scores below the codec input "
+             "(fewer is better):", ""] + harm + [""]
   if skipped:
     text += [f"## Skipped files ({len(skipped)})", ""] + [f"- `{s['file']}`: {s['reason']}" for s in skipped] + [""]
   return "\n".join(text)

@@ -166,14 +166,15 @@ def load_clean(path: str, sample_rate: int, clip_seconds: float | None = None) -
   return x
 
 
-def load_systems(checkpoints: list[str], codec: str) -> list[System]:
+def load_systems(checkpoints: list[str], codec: str, sample_rate: int | None = None,
+                 win_ms: float | None = None) -> list[System]:
   """The codec-input system followed by one system per checkpoint (loaded now, fail fast)."""
   systems = [System(codec.upper())]
   names = {systems[0].name}
   for ckpt in checkpoints:
     from apollo_jax import inference  # The model loads only when there is one to restore with.
     try:
-      cfg, params = inference.load_generator(ckpt)
+      cfg, params = inference.load_generator(ckpt, sample_rate, win_ms)
     except Exception as e:  # Any failure here is the user's checkpoint: say so in one line.
       raise EvalError(f"cannot load checkpoint {ckpt}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
     stem = os.path.splitext(os.path.basename(os.path.normpath(ckpt)))[0] or "model"
@@ -368,21 +369,21 @@ def evaluate(items: list[Item], systems: list[System], out_dir: str, opts: EvalO
 
 
 def run(checkpoints: list[str], data_dir: str, out_dir: str, opts: EvalOptions,
-        manifest: str | None = None, sample_rate: int = 44100,
-        log: Callable[[str], None] = print) -> EvalResult:
+        manifest: str | None = None, sample_rate: int | None = None,
+        log: Callable[[str], None] = print, win_ms: float | None = None) -> EvalResult:
   """The whole evaluation: load, score, write every output file into ``out_dir``.
 
-  ``sample_rate`` is used only without checkpoints (scoring the codec alone); otherwise the
-  checkpoints' rate is used.
+  Without checkpoints ``sample_rate`` (default 44100) is the rate the codec alone is scored
+  at; with checkpoints it and ``win_ms`` are the rate and window of state dicts that do not
+  record them (see ``inference.load_generator``), and the checkpoints' rate is used.
   """
   from apollo_jax import eval_report
   if os.path.exists(out_dir) and not os.path.isdir(out_dir):
     raise EvalError(f"--out {out_dir} is an existing file; it must be a folder (new or "
                     f"from an earlier run)")
   items = find_items(data_dir, manifest)
-  systems = load_systems(checkpoints, opts.codec)
-  if len(systems) > 1:
-    sample_rate = systems[1].cfg.sample_rate
+  systems = load_systems(checkpoints, opts.codec, sample_rate, win_ms)
+  sample_rate = systems[1].cfg.sample_rate if len(systems) > 1 else (sample_rate or 44100)
   try:
     os.makedirs(out_dir, exist_ok=True)
   except OSError as e:

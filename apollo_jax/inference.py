@@ -106,14 +106,18 @@ CHECKPOINT_ERRORS = (OSError, ValueError, KeyError, TypeError, IndexError, EOFEr
                      AttributeError, pickle.UnpicklingError)
 
 
-def load_generator(checkpoint: str, sample_rate: int | None = None) -> tuple[ApolloConfig, dict]:
+def load_generator(checkpoint: str, sample_rate: int | None = None,
+                   win_ms: float | None = None) -> tuple[ApolloConfig, dict]:
   """Loads generator ``(config, params)`` from any supported checkpoint (module docstring).
 
   Args:
     checkpoint: a published PyTorch file, a ``.safetensors`` state dict, an orbax params
       directory or the root of an orbax CheckpointManager.
-    sample_rate: for state dicts that do not record it (default 44100); ignored for orbax
-      directories, whose config.json has it.
+    sample_rate: for state dicts that do not record it (default: inferred from the FFT
+      size with the published 20 ms window, see ``interop.config_from_state_dict``). A
+      file that records its rate (``model_args``, safetensors metadata, orbax
+      ``config.json``) wins, and a different value here is an error.
+    win_ms: the STFT window in ms, likewise (default 20 ms when inferring the rate).
 
   Returns:
     ``(ApolloConfig, params)`` with ``params`` a nested dict of float32 numpy arrays.
@@ -127,7 +131,19 @@ def load_generator(checkpoint: str, sample_rate: int | None = None) -> tuple[Apo
   if not os.path.exists(checkpoint):
     raise FileNotFoundError(f"checkpoint not found: {checkpoint}")
   if not os.path.isdir(checkpoint):
-    return load_torch_generator(checkpoint, sample_rate)
+    return load_torch_generator(checkpoint, sample_rate, win_ms)
+  cfg, params = _load_orbax_any(checkpoint)
+  # Our folders always record the config: an explicit flag can only agree with it.
+  for flag, value, recorded in (("--sample-rate", sample_rate, cfg.sample_rate),
+                                ("--win-ms", win_ms, cfg.win_ms)):
+    if value is not None and float(value) != float(recorded):
+      raise CheckpointFormatError(
+          f"{checkpoint} was trained with {flag[2:].replace('-', '_')}={recorded:g} (its "
+          f"config.json), but {flag} {value:g} was given")
+  return cfg, params
+
+
+def _load_orbax_any(checkpoint: str) -> tuple[ApolloConfig, dict]:
   runs = os.path.join(checkpoint, "checkpoints")
   if os.path.isdir(runs):  # A train.py work directory: its best checkpoint, else the latest.
     for sub in ("best", "last"):

@@ -10,6 +10,9 @@ Command line::
 
   python -m apollo_jax.interop convert IN OUT_DIR        # published file -> orbax params
   python -m apollo_jax.interop export IN OUT.safetensors  # ours/published -> official names
+  python -m apollo_jax.interop export IN OUT.npz --format stablehlo   # apollo_jax.deploy
+  python -m apollo_jax.interop export IN OUT.onnx --format onnx       # (optional extra)
+  python -m apollo_jax.interop compare REF.wav OURS.wav   # null test (apollo_jax.nulltest)
 """
 
 from __future__ import annotations
@@ -35,6 +38,17 @@ __all__ = [
 ]
 
 TORCH_SUFFIXES = (".bin", ".pth", ".pt", ".ckpt")
+# Rates a state dict without model_args may be inferred at, assuming the published 20 ms
+# window (n_fft = rate / 50); the FFT size alone cannot tell 44.1 kHz / 20 ms from
+# 48 kHz / 18.375 ms, so only these common rates are guessed and anything else is an error.
+STANDARD_RATES = (16000, 22050, 24000, 32000, 44100, 48000, 88200, 96000)
+PUBLISHED_WIN_MS = 20
+# Where other trainers keep the state dict inside the pickled object (MSST, plain scripts).
+_STATE_KEYS = ("state_dict", "model_state_dict", "model", "state")
+# Marker keys: the prefix in front of them is the sub-module's (Lightning ``audio_model.``,
+# MSST ``model.`` / DataParallel ``module.``, torch.compile ``_orig_mod.``, any nesting).
+_GEN_MARKER = "BN.0.0.weight"
+_DISC_MARKERS = ("discriminators.0.discriminator.0.0.weight_orig",)
 # The published band transformer registers rotary tables for this many positions.
 _ROTARY_POSITIONS = 100
 
@@ -59,9 +73,13 @@ def read_state_dict(path: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
       raise CheckpointFormatError(f"{path} is not a valid .safetensors file: {e}") from None
   obj = load_torch_file(path)
   model_args: dict[str, Any] = {}
-  if isinstance(obj, Mapping) and "state_dict" in obj:
-    model_args = dict(obj.get("model_args") or {})
-    obj = obj["state_dict"]
+  if isinstance(obj, Mapping):
+    for key in _STATE_KEYS:
+      if isinstance(obj.get(key), Mapping):
+        args = obj.get("model_args")
+        model_args = dict(args) if isinstance(args, Mapping) else {}
+        obj = obj[key]
+        break
   if not isinstance(obj, Mapping) or not all(isinstance(k, str) for k in obj):
     raise CheckpointFormatError(f"{path} does not hold a state dict (got {type(obj).__name__})")
   sd = {k: v for k, v in obj.items() if isinstance(v, np.ndarray)}
@@ -93,6 +111,31 @@ def strip_prefix(sd: Mapping[str, np.ndarray], prefix: str) -> dict[str, np.ndar
   return picked or dict(sd)
 
 
+def _module_prefix(sd: Mapping[str, np.ndarray], markers: tuple[str, ...], what: str) -> str | None:
+  """The key prefix in front of ``markers`` (e.g. ``audio_model._orig_mod.``), None if absent."""
+  found = sorted({k[:-len(m)] for k in sd for m in markers
+                  if k.endswith(m) and (k == m or k[-len(m) - 1] == ".")})
+  if not found:
+    return None
+  if len(found) > 1:
+    raise CheckpointFormatError(
+        f"the checkpoint holds {len(found)} {what}s (prefixes {found[:4]}); keep one of them")
+  return found[0]
+
+
+def generator_state_dict(sd: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+  """The generator's keys of any trainer's state dict, with the official names.
+
+  Finds the prefix in front of ``BN.0.0.weight`` (``audio_model.``, ``model.``,
+  ``module.``, ``_orig_mod.`` or any nesting of them) and keeps only the keys under it,
+  so a discriminator or optimiser saved alongside is ignored.
+  """
+  prefix = _module_prefix(sd, (_GEN_MARKER,), "generator")
+  if prefix is None:
+    return dict(sd)  # config_from_state_dict says what is missing.
+  return {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
+
+
 def _count(sd: Mapping[str, np.ndarray], pattern: str) -> int:
   regex = re.compile(pattern)
   found = {int(m.group(1)) for k in sd if (m := regex.fullmatch(k))}
@@ -119,14 +162,43 @@ def _infer_win_ms(n_bins: int, bw: int, sample_rate: int) -> float:
   return sorted(fits, key=lambda w: float(w) != int(w))[0]
 
 
+def infer_sample_rate(n_bins: int, bw: int, win_ms: float = PUBLISHED_WIN_MS) -> int:
+  """The standard rate whose ``win_ms`` window gives ``n_bins`` bins of band width ``bw``.
+
+  Raises CheckpointFormatError naming ``--sample-rate`` when no standard rate fits.
+  """
+  fits = [r for r in STANDARD_RATES
+          if (n := int(r * win_ms // 1000)) // 2 + 1 == n_bins and int(n / 160) == bw]
+  if len(fits) != 1:
+    raise CheckpointFormatError(
+        f"cannot tell the checkpoint's sample rate: its {n_bins} frequency bins fit "
+        f"{'no' if not fits else 'more than one'} standard rate "
+        f"({', '.join(map(str, STANDARD_RATES))} Hz) with a {win_ms:g} ms window; "
+        f"pass --sample-rate (and --win-ms if the window is not {PUBLISHED_WIN_MS} ms)")
+  return fits[0]
+
+
 def config_from_state_dict(sd: Mapping[str, np.ndarray], sample_rate: int | None = None,
-                           model_args: Mapping[str, Any] | None = None) -> ApolloConfig:
-  """Infers the generator config from tensor shapes (and ``model_args`` when present)."""
+                           model_args: Mapping[str, Any] | None = None,
+                           win_ms: float | None = None) -> ApolloConfig:
+  """Infers the generator config from tensor shapes (and ``model_args`` when present).
+
+  Sample rate and window, first match wins: the file's ``model_args`` (an explicit
+  ``sample_rate`` / ``win_ms`` that contradicts it is an error), the arguments, then the
+  standard rate that gives the FFT size with the published 20 ms window
+  (:func:`infer_sample_rate`).
+  """
   model_args = dict(model_args or {})
   if sample_rate is not None and "sr" in model_args and int(model_args["sr"]) != sample_rate:
     raise CheckpointFormatError(
-        f"checkpoint was made for sample rate {model_args['sr']}, but {sample_rate} was given")
-  sample_rate = int(sample_rate or model_args.get("sr", 44100))
+        f"checkpoint was made for sample rate {model_args['sr']} (its model_args), but "
+        f"--sample-rate {sample_rate} was given")
+  if win_ms is not None and "win" in model_args and float(model_args["win"]) != float(win_ms):
+    raise CheckpointFormatError(
+        f"checkpoint was made with a {model_args['win']} ms window (its model_args), but "
+        f"--win-ms {win_ms:g} was given")
+  if "win" in model_args:
+    win_ms = model_args["win"]
   num_bands = _count(sd, r"BN\.(\d+)\.0\.weight")
   num_layers = _count(sd, r"net\.(\d+)\.band_net\.input_norm\.weight")
   if num_bands == 0 or num_layers == 0:
@@ -142,10 +214,12 @@ def config_from_state_dict(sd: Mapping[str, np.ndarray], sample_rate: int | None
     num_heads = feature_dim // head_dim
   else:
     num_heads = int(model_args.get("num_heads", 8))
-  if "win" in model_args:
-    win_ms = model_args["win"]
-  else:
-    win_ms = _infer_win_ms(sum(widths), widths[0], sample_rate)
+  n_bins = sum(widths)
+  if sample_rate is None and "sr" not in model_args:
+    sample_rate = infer_sample_rate(n_bins, widths[0], PUBLISHED_WIN_MS if win_ms is None else win_ms)
+  sample_rate = int(sample_rate or model_args["sr"])
+  if win_ms is None:
+    win_ms = _infer_win_ms(n_bins, widths[0], sample_rate)
   for name, key in (("feature_dim", "feature_dim"), ("num_layers", "layer")):
     if key in model_args and int(model_args[key]) != locals()[name]:
       raise CheckpointFormatError(
@@ -292,16 +366,18 @@ def _to_numpy(tree: Any) -> Any:
   return np.asarray(tree)
 
 
-def load_torch_generator(path: str, sample_rate: int | None = None) -> tuple[ApolloConfig, dict]:
+def load_torch_generator(path: str, sample_rate: int | None = None,
+                         win_ms: float | None = None) -> tuple[ApolloConfig, dict]:
   """Loads a published generator checkpoint: ``(ApolloConfig, params)``.
 
   Accepts ``.safetensors`` or a PyTorch zip pickle (release format, Lightning checkpoint
-  with ``audio_model.`` prefix, or a bare state dict). ``sample_rate`` defaults to the
-  file's ``model_args`` or 44100.
+  with ``audio_model.`` prefix, MSST ``model.`` / ``module.``, ``torch.compile``
+  ``_orig_mod.``, or a bare state dict). Sample rate and window: see
+  :func:`config_from_state_dict`.
   """
   sd, model_args = read_state_dict(path)
-  sd = strip_prefix(sd, "audio_model.")
-  cfg = config_from_state_dict(sd, sample_rate, model_args)
+  sd = generator_state_dict(sd)
+  cfg = config_from_state_dict(sd, sample_rate, model_args, win_ms)
   return cfg, generator_params_from_state_dict(sd, cfg)
 
 
@@ -410,18 +486,34 @@ def discriminator_state_dict_from_variables(variables: Mapping) -> dict[str, np.
   return {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in sd.items()}
 
 
+def discriminator_state_dict(sd: Mapping[str, np.ndarray]) -> dict[str, np.ndarray] | None:
+  """The discriminator's keys of any trainer's state dict (prefix removed), None if absent."""
+  prefix = _module_prefix(sd, _DISC_MARKERS, "discriminator")
+  if prefix is None:
+    return None
+  return {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
+
+
 def load_torch_discriminator(path: str, num_windows: int = 7, channels: int = 2,
                              hidden: int = 8) -> dict:
   """Loads a published discriminator: ``{"params": ..., "spectral": ...}``.
 
   Accepts ``.safetensors`` or a PyTorch zip pickle (Lightning checkpoint with the
-  ``discriminator.`` prefix, or a bare state dict), read without executing the pickle.
-  ``weight_orig`` becomes the conv kernel and ``weight_u`` / ``weight_v`` the ``spectral``
-  collection's ``u`` / ``v``.
+  ``discriminator.`` prefix, nested ``_orig_mod.`` / ``module.`` prefixes, or a bare state
+  dict), read without executing the pickle. ``weight_orig`` becomes the conv kernel and
+  ``weight_u`` / ``weight_v`` the ``spectral`` collection's ``u`` / ``v``.
   """
   sd, _ = read_state_dict(path)
-  sd = strip_prefix(sd, "discriminator.")
+  sd = discriminator_state_dict(sd) or strip_prefix(sd, "discriminator.")
   return discriminator_variables_from_state_dict(sd, num_windows, channels, hidden)
+
+
+def has_torch_discriminator(path: str) -> bool:
+  """Whether a checkpoint file also holds discriminator weights (Lightning training files)."""
+  if os.path.isdir(path):
+    return False
+  sd, _ = read_state_dict(path)
+  return discriminator_state_dict(sd) is not None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -438,27 +530,58 @@ def main(argv: list[str] | None = None) -> int:
   conv = sub.add_parser("convert", help="any checkpoint -> orbax params folder + config.json")
   conv.add_argument("input", help="published .bin/.pth/.ckpt, .safetensors, or an orbax folder")
   conv.add_argument("output", help="folder to create (OUT/params, OUT/config.json)")
-  exp = sub.add_parser("export", help="any checkpoint -> .safetensors with the official names")
+  exp = sub.add_parser("export", help="any checkpoint -> .safetensors with the official names, "
+                                      "or a deployable StableHLO / ONNX model")
   exp.add_argument("input", help="orbax params or training folder, or any file convert reads")
-  exp.add_argument("output", help="the .safetensors file to write")
+  exp.add_argument("output", help="the file to write (.safetensors, .npz for stablehlo, .onnx)")
+  exp.add_argument("--format", choices=["safetensors", "stablehlo", "onnx"], default="safetensors",
+                   help="safetensors (weights, default), stablehlo (jax.export of the jitted "
+                        "generator) or onnx (needs requirements-onnx.txt)")
+  exp.add_argument("--batch", type=int, default=1, help="stablehlo/onnx: fixed batch (default 1)")
+  exp.add_argument("--channels", type=int, default=2, help="stablehlo/onnx: fixed channels (default 2)")
+  exp.add_argument("--samples", type=int, default=None,
+                   help="stablehlo/onnx: fixed samples per channel (default 4 s at the model's rate)")
   for p in (conv, exp):
     p.add_argument("--sample-rate", type=int, default=None,
-                   help="sample rate of a state dict that does not record it (default 44100)")
+                   help="sample rate of a state dict that does not record it (default: "
+                        "inferred from the FFT size with the published 20 ms window)")
+    p.add_argument("--win-ms", type=float, default=None,
+                   help="STFT window in ms of a state dict that does not record it")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+  cmp = sub.add_parser("compare", help="null test: residual level, SNR and max difference")
+  cmp.add_argument("reference", help="the published code's output (WAV/FLAC/...)")
+  cmp.add_argument("ours", help="our output for the same input, same rate and length")
   args = parser.parse_args(argv)
+  if args.command == "compare":
+    from apollo_jax import audio, nulltest
+    try:
+      print(nulltest.compare_files(args.reference, args.ours).line())
+    except (audio.AudioError, ValueError) as e:
+      print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
+      return 2
+    return 0
   try:
-    if args.command == "export" and not args.output.endswith(".safetensors"):
-      raise ValueError(f"{args.output}: export writes .safetensors files")
+    suffix = {"safetensors": ".safetensors", "stablehlo": ".npz", "onnx": ".onnx"}.get(
+        getattr(args, "format", "safetensors"))
+    if args.command == "export" and not args.output.endswith(suffix):
+      raise ValueError(f"{args.output}: export --format {args.format} writes {suffix} files")
     if os.path.exists(args.output) and not args.overwrite:
       raise ValueError(f"{args.output} already exists (pass --overwrite to replace it)")
     if os.path.exists(args.input) and os.path.exists(args.output) and os.path.samefile(
         args.input, args.output):
       raise ValueError(f"{args.output} is the input; refusing to overwrite it")
-    cfg, params = inference.load_generator(args.input, args.sample_rate)
+    cfg, params = inference.load_generator(args.input, args.sample_rate, args.win_ms)
     if args.command == "convert":
       inference.save_generator(args.output, cfg, params, overwrite=args.overwrite)
-    else:
+    elif args.format == "safetensors":
       save_torch_generator(cfg, params, args.output)
+    else:
+      from apollo_jax import deploy
+      shape = (args.batch, args.channels, args.samples or 4 * cfg.sample_rate)
+      if args.format == "stablehlo":
+        deploy.export_stablehlo(cfg, params, shape, args.output)
+      else:
+        deploy.export_onnx(cfg, params, shape, args.output)
   except (OSError, ValueError, KeyError, TypeError, EOFError, pickle.UnpicklingError) as e:
     print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
     return 2

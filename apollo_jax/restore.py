@@ -61,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--checkpoint", required=True,
                  help="published PyTorch file, .safetensors, orbax params folder or training "
                       "checkpoint folder")
+  add_checkpoint_rate_flags(p)
   p.add_argument("--chunk-seconds", type=float, default=DEFAULT_CHUNK_SECONDS,
                  help="chunk length; bounds memory (default %(default)s s: ~1.5 GB at the "
                       "paper config on CPU)")
@@ -91,6 +92,15 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--keep-delay", action="store_true",
                  help="--stream raw PCM: write the leading delay instead of aligning the output")
   return p
+
+
+def add_checkpoint_rate_flags(p: argparse.ArgumentParser) -> None:
+  """``--sample-rate`` / ``--win-ms``: for state dicts that do not record them."""
+  p.add_argument("--sample-rate", type=int, default=None,
+                 help="sample rate of a checkpoint that does not record it (default: inferred "
+                      "from its FFT size with the published 20 ms window)")
+  p.add_argument("--win-ms", type=float, default=None,
+                 help="STFT window in ms of a checkpoint that does not record it (default 20)")
 
 
 def _one_line(msg: object) -> str:
@@ -244,7 +254,8 @@ def _stream(args) -> int:
       raise UsageError(f"{args.output}: output path is the input; refusing to overwrite an input")
     if source != "-" and os.path.exists(args.output) and not args.overwrite:
       raise UsageError(f"{args.output} exists (pass --overwrite to replace it)")
-    streaming.run(source, args.output, args.checkpoint, args.causal, args.channels, args.keep_delay)
+    streaming.run(source, args.output, args.checkpoint, args.causal, args.channels, args.keep_delay,
+                  sample_rate=args.sample_rate, win_ms=args.win_ms)
   except (UsageError, audio.AudioError, ValueError, OSError) as e:  # run() words checkpoint errors
     print(f"error: {_one_line(e)}", file=sys.stderr)
     return 2
@@ -287,7 +298,7 @@ def _restore(args: argparse.Namespace) -> int:
     device = inference.select_device(args.device)
     t0 = time.perf_counter()
     try:
-      cfg, params = inference.load_generator(args.checkpoint)
+      cfg, params = inference.load_generator(args.checkpoint, args.sample_rate, args.win_ms)
     except CHECKPOINT_ERRORS as e:
       raise UsageError(f"checkpoint {args.checkpoint}: {e}") from None
     load_s = time.perf_counter() - t0

@@ -368,6 +368,8 @@ def main(argv: list[str] | None = None) -> None:
   parser.add_argument("--channels", type=int, default=2, help="channels of raw PCM (default 2)")
   parser.add_argument("--keep-delay", action="store_true",
                       help="raw PCM: write the leading delay (zeros) instead of aligning the output")
+  from apollo_jax.restore import add_checkpoint_rate_flags
+  add_checkpoint_rate_flags(parser)
   args = parser.parse_args(argv)
   if (args.input == "-") != (args.output == "-"):
     parser.error("use '-' for both input and output (raw PCM) or for neither (files)")
@@ -375,7 +377,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.error(f"--channels must be >= 1, got {args.channels}")
   try:
     with interrupts_as_keyboard_interrupt():
-      run(args.input, args.output, args.checkpoint, args.causal, args.channels, args.keep_delay)
+      run(args.input, args.output, args.checkpoint, args.causal, args.channels, args.keep_delay,
+          sample_rate=args.sample_rate, win_ms=args.win_ms)
   except (audio.AudioError, ValueError, OSError) as e:
     print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
     sys.exit(2)
@@ -385,7 +388,8 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def run(source: str, dest: str, checkpoint: str, causal: bool = False, channels: int = 2,
-        keep_delay: bool = False) -> None:
+        keep_delay: bool = False, sample_rate: int | None = None,
+        win_ms: float | None = None) -> None:
   """The streaming command: a file hop by hop, or raw f32le PCM when both paths are '-'.
 
   Shared by ``python -m apollo_jax.streaming`` and ``python -m apollo_jax.restore --stream``.
@@ -398,7 +402,7 @@ def run(source: str, dest: str, checkpoint: str, causal: bool = False, channels:
     with audio.Reader(source):  # a bad header fails before the checkpoint is read
       pass
   try:
-    cfg, params = load_generator(checkpoint)
+    cfg, params = load_generator(checkpoint, sample_rate, win_ms)
   except CHECKPOINT_ERRORS as e:
     raise ValueError(f"checkpoint {checkpoint}: {e}") from None
   if causal:

@@ -127,3 +127,30 @@ def test_category_clips():
   np.testing.assert_allclose(clips["multi+vocal"], 4 * one)
   # Silent stems do not count: no vocals here, and one instrument is not "multi".
   assert sorted(evaluation.category_clips({"vocals": 0 * one, "bass": one, "keys": 0 * one})) == ["single"]
+
+
+def test_no_harm_lines_count_clips_below_the_codec_input():
+  from apollo_jax import eval_report
+  rows = []
+  for i, (codec_v, ours_v, codec_s, ours_s) in enumerate([(3.0, 3.5, 10, 12), (4.0, 3.9, 10, 9),
+                                                           (2.0, 2.0, 5, float("nan"))]):
+    rows += [{"file": f"f{i}", "category": "all", "bitrate": 192, "system": "MP3",
+              "visqol": codec_v, "si_snr": codec_s},
+             {"file": f"f{i}", "category": "all", "bitrate": 192, "system": "apollo",
+              "visqol": ours_v, "si_snr": ours_s}]
+  lines = eval_report.no_harm_lines(rows, ["MP3", "apollo"], ("visqol", "si_snr", "lsd"))
+  assert lines == ["- apollo at 192 kbit/s: below the MP3 input on ViSQOL 1/3 (33%), "
+                   "on SI-SNR 1/2 (50%)"]
+
+
+def test_high_bitrates_and_the_no_harm_report(setup, tmp_path):
+  root, data, ckpt = setup
+  out = tmp_path / "high"
+  argv = ["--checkpoint", str(ckpt), "--data", str(data), "--out", str(out), "--bitrates",
+          "160,192,256,320", "--metrics", "si_snr", "--spectrograms", "0", "--no-progress",
+          "--workers", "0", "--clip-seconds", "1"]
+  assert eval_cli.main(argv) == 0
+  table = (out / "table.md").read_text()
+  assert "## No harm" in table
+  for b in (160, 192, 256, 320):
+    assert f"- tiny at {b} kbit/s: below the MP3 input on SI-SNR " in table, table

@@ -83,13 +83,26 @@ def _init_generator(config, gen_cfg: ApolloConfig):
   if not config.init_from:
     return None
   from apollo_jax.inference import load_generator
-  cfg, params = load_generator(config.init_from)
+  # The config's rate and window stand in for --sample-rate / --win-ms: a bare state dict
+  # is read at them, and a file that records others is refused.
+  cfg, params = load_generator(config.init_from, gen_cfg.sample_rate, gen_cfg.win_ms)
   arch = lambda c: dataclasses.replace(c, chunk_rows=0, remat=False, compute_dtype="float32",
                                        residual=False)
   if arch(cfg) != arch(gen_cfg):
     raise ValueError(f"init_from={config.init_from} holds a generator with {cfg}, but the "
                      f"config asks for {gen_cfg}; set --config.model fields to match")
   return params
+
+
+def _init_discriminator(config, train_cfg: TrainConfig):
+  """The discriminator of an ``init_from`` training file (Lightning ``discriminator.``), or
+  ``(None, None)``, so fine-tuning starts from a trained D when the file has one."""
+  from apollo_jax import interop
+  if not config.init_from or not interop.has_torch_discriminator(config.init_from):
+    return None, None
+  d = interop.load_torch_discriminator(config.init_from, len(train_cfg.windows), train_cfg.channels)
+  log.info("init_from: discriminator loaded from %s", config.init_from)
+  return d["params"], d["spectral"]
 
 
 class Validator:
@@ -217,8 +230,10 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
                      f"{mesh.size} devices")
   logger = RunLogger(workdir, enabled=is_main)
   data_iter = pipeline.make_train_iterator(config.data, config.seed, config.global_batch_size)
+  disc_params, disc_spectral = _init_discriminator(config, train_cfg)
   state = create_train_state(gen_cfg, train_cfg, jax.random.PRNGKey(config.seed),
-                             gen_params=_init_generator(config, gen_cfg), mesh=mesh)
+                             gen_params=_init_generator(config, gen_cfg), disc_params=disc_params,
+                             disc_spectral=disc_spectral, mesh=mesh)
   checkpoints = Checkpoints(workdir, config.keep_checkpoints, gen_cfg.to_json())
   meta = {"best_si_sdr": -math.inf, "bad_validations": 0, "best_step": -1}
   resumed = checkpoints.restore_latest(abstract(state), data_iter)
