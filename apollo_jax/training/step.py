@@ -7,10 +7,11 @@ discriminator application (the discriminator only rescales it).
 
 Spectral norm: with ``spectral_norm_updates_per_step=4`` ``u, v`` advance four times per step
 as in the published step, which calls D in training mode on fake, real (D step), fake, real
-(G step). Here fake and real share one D pass per phase: the pass runs two power iterations
-and normalises the fake rows with the first estimate and the real rows with the second,
-which is the same computation. With ``1`` the D step's pass runs one power iteration for
-both and the G step uses eval mode.
+(G step). Here fake and real share one D pass in the D step: the pass runs two power
+iterations and normalises the fake rows with the first estimate and the real rows with the
+second, which is the same computation. The G step applies D to fake, then to real; the real
+pass is a constant of the G update and gets no backward pass. With ``1`` the D step's pass
+runs one power iteration for both and the G step uses eval mode.
 
 A network whose loss or gradients are not finite is not updated that step (params and
 optimiser state kept, ``nonfinite_*`` counter incremented).
@@ -98,22 +99,21 @@ def train_step_fn(gen_cfg: ApolloConfig, cfg: TrainConfig) -> StepFn:
   disc = Discriminator(cfg.windows, cfg.channels, compute_dtype=cfg.compute_dtype)
   tx_g, tx_d = make_optimizers(cfg)
   sched_g, sched_d = lr_schedule(cfg.g_lr, cfg), lr_schedule(cfg.d_lr, cfg)
-  # Fake and real go through D together, interleaved. Published (4 updates): the two
-  # halves are two groups, i.e. two power iterations per pass, fake first, both in the D
-  # step and in the G step. Cheap (1 update): one group in the D step, eval mode in the G step.
+  # D update: fake and real go through D together, interleaved. Published (4 updates): the
+  # two halves are two groups, i.e. two power iterations in one pass, fake first. G update:
+  # fake, then real (as published); the real pass is a constant of the G update, so it has
+  # no backward pass. Cheap (1 update): one group in the D update, eval mode in the G update.
   groups = 2 if cfg.spectral_norm_updates_per_step == 4 else 1
   g_train = cfg.spectral_norm_updates_per_step == 4
 
-  def discriminate(params, spectral, pairs, spectra, train):
-    """((fake (scores, features)), (real (scores, features))), new spectral state."""
+  def discriminate(params, spectral, x, spectra, train, groups=1):
+    """``((scores, features), new spectral state)`` of D on ``x`` (batch, channels, samples)."""
     variables = {"params": params, "spectral": spectral}
     if train:
-      out, mutated = disc.apply(variables, pairs, train=True, spectra=spectra, groups=groups,
+      out, mutated = disc.apply(variables, x, train=True, spectra=spectra, groups=groups,
                                 mutable=["spectral"])
-      spectral = mutated["spectral"]
-    else:
-      out = disc.apply(variables, pairs, spectra=spectra)
-    return deinterleave(out, 2), spectral
+      return out, mutated["spectral"]
+    return disc.apply(variables, x, spectra=spectra), spectral
 
   def step(state: TrainState, batch: Batch):
     target = batch["target"].astype(jnp.float32)
@@ -126,12 +126,13 @@ def train_step_fn(gen_cfg: ApolloConfig, cfg: TrainConfig) -> StepFn:
     fake, gen_vjp = jax.vjp(lambda p: gen.apply({"params": p}, degraded), state.gen_params)
     spectra, spectra_vjp = jax.vjp(
         lambda f: multi_stft(interleave(f, target), cfg.windows), fake)
-    fake_spectra, real_spectra = deinterleave(spectra, 2)
+    real_spectra = deinterleave(spectra, 2)[1]
 
     # Discriminator update on the generator output as a constant.
     def d_loss(params):
-      ((fake_scores, _), (real_scores, _)), spectral = discriminate(
-          params, state.disc_spectral, interleave(fake, target), spectra, train=True)
+      out, spectral = discriminate(params, state.disc_spectral, interleave(fake, target),
+                                   spectra, train=True, groups=groups)
+      (fake_scores, _), (real_scores, _) = deinterleave(out, 2)
       return lsgan_d_loss(real_scores, fake_scores), spectral
 
     (loss_d, spectral), grads_d = jax.value_and_grad(d_loss, has_aux=True)(state.disc_params)
@@ -141,9 +142,12 @@ def train_step_fn(gen_cfg: ApolloConfig, cfg: TrainConfig) -> StepFn:
 
     # Generator update against the updated discriminator; real feature maps are constants.
     def g_loss(fake, spectra):
-      ((fake_scores, fake_feats), (_, real_feats)), new_spectral = discriminate(
-          disc_params, spectral, interleave(fake, target), spectra, train=g_train)
-      rec = stft_magnitude_loss(deinterleave(spectra, 2)[0], real_spectra)
+      fake_spectra = deinterleave(spectra, 2)[0]
+      (fake_scores, fake_feats), new_spectral = discriminate(
+          disc_params, spectral, fake, fake_spectra, train=g_train)
+      (_, real_feats), new_spectral = discriminate(
+          disc_params, new_spectral, target, real_spectra, train=g_train)
+      rec = stft_magnitude_loss(fake_spectra, real_spectra)
       adv = lsgan_g_loss(fake_scores)
       fm = feature_matching_loss(fake_feats, real_feats)
       total = cfg.rec_weight * rec + cfg.adv_weight * adv + cfg.fm_weight * fm
