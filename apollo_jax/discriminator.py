@@ -72,15 +72,6 @@ def _conv_forward(x: jnp.ndarray, kernel: jnp.ndarray, stride: int) -> jnp.ndarr
       preferred_element_type=jnp.float32)
 
 
-def _taps(x: jnp.ndarray, stride: int, out_hw: tuple[int, int]) -> list[jnp.ndarray]:
-  """The nine shifted inputs of a 3x3 conv with padding 1, in (kh, kw) order: each
-  ``(batch, H', W', in)`` holds the input pixel that tap (i, j) sees for every output pixel."""
-  h, w = out_hw
-  padded = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
-  return [padded[:, i:i + stride * (h - 1) + 1:stride, j:j + stride * (w - 1) + 1:stride]
-          for i in range(3) for j in range(3)]
-
-
 def _strided_input_grad(dy: jnp.ndarray, kernel: jnp.ndarray, height: int, width: int) -> jnp.ndarray:
   """Input gradient of a stride-2 3x3 conv (padding 1) as four stride-1 convolutions.
 
@@ -109,11 +100,11 @@ def _strided_input_grad(dy: jnp.ndarray, kernel: jnp.ndarray, height: int, width
 def conv3x3(x: jnp.ndarray, kernel: jnp.ndarray, stride: int) -> jnp.ndarray:
   """3x3 convolution, padding 1, NHWC / HWIO, float32 result: ``(batch, ceil(H / s), ceil(W / s), out)``.
 
-  Same values as ``lax.conv_general_dilated``; only the backward pass differs. XLA:CPU
-  writes a convolution's weight gradient as a convolution with a frame-sized window and a
-  strided one's input gradient with a zero-dilated input, both several times slower than the
-  forward convolution. Here the weight gradient is one matmul per tap and the input
-  gradient forward convolutions of ``dy`` (the flipped kernel; four parities when strided).
+  Same values as ``lax.conv_general_dilated``; only the input gradient differs. XLA:CPU
+  writes a strided convolution's input gradient as a convolution of a zero-dilated ``dy``
+  (three quarters of its products are with zeros); here it is four small forward
+  convolutions, one per (row, column) parity, and a stride-1 input gradient is a forward
+  convolution with the flipped kernel.
   """
   return _conv_forward(x, kernel, stride)
 
@@ -124,16 +115,11 @@ def _conv3x3_fwd(x, kernel, stride):
 
 def _conv3x3_bwd(stride, residuals, dy):
   x, kernel = residuals
-  batch, height, width, cin = x.shape
-  h, w, cout = dy.shape[1:]
+  height, width = x.shape[1:3]
   dy = dy.astype(x.dtype)
-  dy_rows = dy.reshape(-1, cout)
-  # One (out, rows) @ (rows, in) matmul per tap: dy is transposed once, the taps never, and
-  # no 9x wider patch matrix is made.
-  dy_cols = dy_rows.T
-  d_kernel = jnp.stack([jnp.dot(dy_cols, tap.reshape(-1, cin), preferred_element_type=jnp.float32)
-                        for tap in _taps(x, stride, (h, w))])  # (9, out, in)
-  d_kernel = jnp.swapaxes(d_kernel, 1, 2).reshape(kernel.shape).astype(kernel.dtype)
+  # The weight gradient as XLA writes it: measured as fast as a matmul per tap, with a
+  # third of the memory.
+  d_kernel = jax.vjp(lambda k: _conv_forward(x, k, stride), kernel)[1](dy)[0].astype(kernel.dtype)
   if stride == 1:
     flipped = jnp.swapaxes(kernel[::-1, ::-1], 2, 3)  # (3, 3, out, in)
     d_x = _conv_forward(dy, flipped, 1)
