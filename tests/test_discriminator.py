@@ -145,3 +145,19 @@ def test_state_dict_round_trip_and_lightning_prefix(tmp_path):
   del sd["discriminators.3.discriminator.2.0.weight_v"]
   with pytest.raises(CheckpointFormatError, match="weight_v"):
     discriminator_variables_from_state_dict(sd)
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("hw", [(17, 33), (8, 8), (9, 14), (5, 1)])
+def test_conv_gradients_equal_xla_convolution(stride, hw):
+  """The custom input gradient (forward convolutions; four parities when strided) equals the
+  gradient of lax.conv_general_dilated, for odd and even sizes."""
+  from apollo_jax.discriminator import _conv_forward, conv3x3
+  rng = np.random.default_rng(stride)
+  x = jnp.asarray(rng.standard_normal((2, *hw, 4)), jnp.float32)
+  k = jnp.asarray(rng.standard_normal((3, 3, 4, 8)), jnp.float32)
+  ours = jax.grad(lambda x, k: jnp.sum(jnp.sin(conv3x3(x, k, stride))), (0, 1))(x, k)
+  ref = jax.grad(lambda x, k: jnp.sum(jnp.sin(_conv_forward(x, k, stride))), (0, 1))(x, k)
+  np.testing.assert_allclose(conv3x3(x, k, stride), _conv_forward(x, k, stride), rtol=0, atol=0)
+  for a, b in zip(ours, ref):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
