@@ -37,7 +37,6 @@ __all__ = [
     "load_torch_discriminator",
 ]
 
-TORCH_SUFFIXES = (".bin", ".pth", ".pt", ".ckpt")
 # Rates a state dict without model_args may be inferred at, assuming the published 20 ms
 # window (n_fft = rate / 50); the FFT size alone cannot tell 44.1 kHz / 20 ms from
 # 48 kHz / 18.375 ms, so only these common rates are guessed and anything else is an error.
