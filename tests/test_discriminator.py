@@ -38,7 +38,6 @@ def published(parity):
   return load_torch_discriminator(str(parity / "disc_small.safetensors"))
 
 
-@pytest.mark.parity
 def test_eval_outputs_and_feature_maps_match(parity, published):
   ref = np.load(parity / "disc_small_outputs.npz")
   disc = Discriminator()
@@ -54,7 +53,6 @@ def test_eval_outputs_and_feature_maps_match(parity, published):
     assert np.abs(to_torch(scores[i]) - ref[f"out_{i}"]).max() <= TOL
 
 
-@pytest.mark.parity
 def test_training_application_matches_and_advances_u_v(parity, published):
   ref = np.load(parity / "disc_small_train_outputs.npz")
   disc = Discriminator()

@@ -1,6 +1,7 @@
 """End to end: eval.py on tiny synthetic files with a tiny random checkpoint."""
 
 import csv
+import dataclasses
 import json
 import os
 
@@ -9,12 +10,14 @@ import numpy as np
 import pytest
 
 import eval as eval_cli
-from apollo_jax import ApolloConfig, audio, init_params
+from apollo_jax import audio, init_params
 from apollo_jax import evaluation, inference
 from apollo_jax.interop import save_torch_generator
+from tests.conftest import TINY
 
 SR = 44100
-TINY = ApolloConfig(feature_dim=16, num_layers=1)  # 8 heads, as the published files imply
+# 8 heads, as the published files imply (a state dict does not record the head count).
+TINY_8_HEADS = dataclasses.replace(TINY, num_heads=8)
 
 
 def _music(seconds, channels, seed):
@@ -39,10 +42,10 @@ def setup(tmp_path_factory):
   (data / "manifest.csv").write_text("file,category\nvocal/a.wav,vocal\nb.flac,multi\n")
   ckpt = root / "tiny.safetensors"
   # Random weights from the shapes alone: tracing init is cheap, compiling it is not.
-  shapes = jax.eval_shape(lambda: init_params(TINY, jax.random.PRNGKey(0)))
+  shapes = jax.eval_shape(lambda: init_params(TINY_8_HEADS, jax.random.PRNGKey(0)))
   rng = np.random.default_rng(0)
   params = jax.tree.map(lambda s: (0.2 * rng.standard_normal(s.shape)).astype(np.float32), shapes)
-  save_torch_generator(TINY, params, str(ckpt))
+  save_torch_generator(TINY_8_HEADS, params, str(ckpt))
   return root, data, ckpt
 
 

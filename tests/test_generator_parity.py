@@ -9,7 +9,6 @@ import pytest
 from apollo_jax import Apollo
 from apollo_jax.interop import load_torch_generator
 
-pytestmark = pytest.mark.parity
 TOL = 1e-4  # SPEC.md: max abs error on outputs, float32 on CPU.
 
 

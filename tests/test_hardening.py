@@ -10,14 +10,14 @@ import pytest
 from safetensors.numpy import load_file
 
 import eval as eval_cli
-from apollo_jax import ApolloConfig, audio, interop_cli
+from apollo_jax import audio, interop_cli
 from apollo_jax.interop import CheckpointFormatError, load_torch_generator, save_torch_generator
 from apollo_jax.restore import main as restore_main
 from fakes import music, random_params
+from tests.conftest import TINY
 from torch_zip import write_crafted_zip, write_malicious_zip, write_torch_zip
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = ApolloConfig(feature_dim=16, num_layers=1, num_heads=2)
 RATE = TINY.sample_rate
 QUIET = ["--chunk-seconds", "0.5", "--overlap-seconds", "0.1", "--quiet"]
 

@@ -16,9 +16,9 @@ from apollo_jax import interop, interop_cli
 from apollo_jax.inference import load_generator, save_generator
 from apollo_jax.interop import CheckpointFormatError, UnsafeCheckpointError, load_torch_generator
 from fakes import random_params
+from tests.conftest import TINY
 from torch_zip import write_malicious_zip, write_torch_zip
 
-TINY = ApolloConfig(feature_dim=16, num_layers=1, num_heads=2)
 
 
 def assert_same_params(a, b):

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from apollo_jax import Apollo, ApolloConfig, count_params, init_params
+from tests.conftest import TINY
 
-TINY = ApolloConfig(feature_dim=16, num_layers=1, num_heads=2)
 
 
 def test_paper_config_parameter_count():

@@ -9,14 +9,14 @@ import pytest
 import soundfile as sf
 from safetensors.numpy import load_file, save_file
 
-from apollo_jax import ApolloConfig, audio, codecs
+from apollo_jax import audio, codecs
 from apollo_jax.inference import ChunkedRestorer, _OverlapAdd, restore_array, save_generator
 from apollo_jax.interop import save_torch_generator
 from apollo_jax.restore import main
 from fakes import music, random_params
+from tests.conftest import TINY
 from torch_zip import write_malicious_zip
 
-TINY = ApolloConfig(feature_dim=16, num_layers=1, num_heads=2)
 RATE = TINY.sample_rate
 # Small chunks so that short test files span several of them; one compile for all CLI
 # tests. The CLI runs 2 chunks per call, the library tests 1: comparing them checks that

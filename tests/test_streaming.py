@@ -10,9 +10,10 @@ import pytest
 
 from apollo_jax import Apollo, ApolloConfig, audio, init_params, spectral
 from apollo_jax import streaming as st
+from tests.conftest import TINY
 
 TOL = 1e-5  # issue 7: max abs diff after the latency, float32.
-CAUSAL = ApolloConfig(feature_dim=16, num_layers=1, num_heads=2, causal=True)
+CAUSAL = dataclasses.replace(TINY, causal=True)
 NONCAUSAL = dataclasses.replace(CAUSAL, causal=False)
 HOP = CAUSAL.hop
 
@@ -118,7 +119,6 @@ def test_mono_odd_lengths_and_reset(params, cfg, lengths):
     state = st.reset(state)
 
 
-@pytest.mark.parity
 def test_published_weights_stream_in_lookahead_mode(parity):
   from apollo_jax.interop import load_torch_generator
   cfg, p = load_torch_generator(str(parity / "apollo_small.safetensors"))

@@ -5,14 +5,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from apollo_jax import ApolloConfig
 from apollo_jax.discriminator import Discriminator
 from apollo_jax.training import (TrainConfig, create_train_state, default_train_config,
                                  lr_schedule, make_mesh, make_optimizers, make_train_step,
                                  shard_batch)
+from tests.conftest import TINY, TINY_WINDOWS
 
-TINY = ApolloConfig(feature_dim=16, num_layers=1, num_heads=2)
-CFG = TrainConfig(windows=(32, 64, 128), steps_per_epoch=3)
+CFG = TrainConfig(windows=TINY_WINDOWS, steps_per_epoch=3)
 SAMPLES = 2048
 
 
