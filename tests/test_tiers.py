@@ -18,7 +18,7 @@ def _pytest(tmp_path, *args):
 @pytest.mark.slow  # a second pytest process (imports JAX, compiles)
 def test_without_the_parity_fixture_its_users_are_skipped_with_the_reason(tmp_path):
   # test_losses.py: one test uses the `parity` fixture (with no mark of its own), three do not.
-  r = _pytest(tmp_path, "-rs", "tests/test_losses.py")
+  r = _pytest(tmp_path, "-rs", "-m", "", "tests/test_losses.py")  # both tiers
   assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
   assert "3 passed, 1 skipped" in r.stdout, r.stdout[-3000:]
   assert f"parity fixture not found at {tmp_path / 'absent'}" in r.stdout
