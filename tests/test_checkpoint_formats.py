@@ -182,6 +182,7 @@ def _cli(module, *args):
   return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True)
 
 
+@pytest.mark.slow
 def test_convert_and_restore_take_sample_rate_flags(tmp_path):
   path, _ = bare_file(tmp_path, tiny(48000))
   out = tmp_path / "converted"

@@ -22,6 +22,7 @@ def _live(cfg, params, x):
   return np.asarray(f(leaves, x))
 
 
+@pytest.mark.slow
 def test_stablehlo_export_runs_without_apollo_jax_and_equals_the_live_model(tmp_path):
   params = random_params(TINY)
   save_generator(str(tmp_path / "ckpt"), TINY, params)

@@ -54,6 +54,7 @@ def _args(data, out, ckpt, *extra):
           "--metrics", "sdr,si_snr,lsd", "--spectrograms", "1", "--no-progress", *extra]
 
 
+@pytest.mark.slow
 def test_end_to_end_outputs_and_resume(setup, capsys, monkeypatch):
   root, data, ckpt = setup
   out = root / "out"
@@ -146,6 +147,7 @@ def test_no_harm_lines_count_clips_below_the_codec_input():
                    "on SI-SNR 1/2 (50%)"]
 
 
+@pytest.mark.slow
 def test_high_bitrates_and_the_no_harm_report(setup, tmp_path):
   root, data, ckpt = setup
   out = tmp_path / "high"

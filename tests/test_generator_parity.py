@@ -36,6 +36,7 @@ def test_output_matches_published(parity, loaded):
   assert np.abs(np.asarray(got) - want).max() <= TOL
 
 
+@pytest.mark.slow
 def test_intermediates_match_published(parity, loaded):
   cfg, params = loaded
   ref = np.load(parity / "gen_intermediates.npz")

@@ -340,6 +340,7 @@ def _signal_restore(tmp_path, ckpt, signum):
   return proc.returncode, err, tmp_path / "new"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signame", ["SIGTERM", "SIGINT"])
 def test_item10_signal_during_restore_cleans_up(tmp_path, ckpt, signame):
   import signal

@@ -13,6 +13,7 @@ import pytest
 DEVICES = 8
 
 
+@pytest.mark.slow
 def test_eight_devices_match_one_device():
   env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={DEVICES}",
              JAX_PLATFORMS="cpu")

@@ -68,6 +68,7 @@ def test_crossfade_passes_agreeing_chunks_unchanged():
   np.testing.assert_allclose(out, np.ones((2, 24)), atol=1e-6)
 
 
+@pytest.mark.slow
 def test_chunked_matches_whole_away_from_the_end(params):
   x = music(3.0, seed=2)[:, :3 * RATE - 1234]  # not a whole number of hops
   whole = restore_array(params, TINY, x, chunk_seconds=None)

@@ -45,6 +45,7 @@ def max_diff(a, b):
              for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
 
 
+@pytest.mark.slow
 def test_step_updates_both_networks_and_reports_metrics(mesh, step4):
   state = fresh_state(mesh)
   before = host(state)
@@ -62,6 +63,7 @@ def test_step_updates_both_networks_and_reports_metrics(mesh, step4):
   assert max_diff(state.disc_spectral, before.disc_spectral) > 0
 
 
+@pytest.mark.slow
 def test_nonfinite_batch_is_skipped(mesh, step4):
   state = fresh_state(mesh, seed=1)
   before = host(state)
@@ -78,6 +80,7 @@ def test_nonfinite_batch_is_skipped(mesh, step4):
   assert max_diff(state.gen_params, before.gen_params) > 0
 
 
+@pytest.mark.slow
 def test_published_mode_advances_u_v_four_times(mesh, step4):
   state = fresh_state(mesh, seed=2)
   before = host(state)
@@ -90,6 +93,7 @@ def test_published_mode_advances_u_v_four_times(mesh, step4):
   assert max_diff(state.disc_spectral, want) <= 1e-6
 
 
+@pytest.mark.slow
 def test_cheap_mode_advances_u_v_once(mesh):
   cfg = TrainConfig(windows=CFG.windows, spectral_norm_updates_per_step=1)
   state = fresh_state(mesh, cfg, seed=3)
