@@ -54,6 +54,7 @@ two weights sum to exactly 1, so a signal both chunks agree on passes unchanged.
 
 from __future__ import annotations
 
+import argparse
 import functools
 import json
 import logging
@@ -104,6 +105,15 @@ _CONFIG_FILE = "config.json"
 # orbax); the command-line tools report these as one line, never a traceback.
 CHECKPOINT_ERRORS = (OSError, ValueError, KeyError, TypeError, IndexError, EOFError,
                      AttributeError, pickle.UnpicklingError)
+
+
+def add_checkpoint_rate_flags(p: argparse.ArgumentParser) -> None:
+  """``--sample-rate`` / ``--win-ms`` for :func:`load_generator` (state dicts lacking them)."""
+  p.add_argument("--sample-rate", type=int, default=None,
+                 help="sample rate of a checkpoint that does not record it (default: inferred "
+                      "from its FFT size with the published 20 ms window)")
+  p.add_argument("--win-ms", type=float, default=None,
+                 help="STFT window in ms of a checkpoint that does not record it (default 20)")
 
 
 def load_generator(checkpoint: str, sample_rate: int | None = None,

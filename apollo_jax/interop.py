@@ -6,7 +6,7 @@ Reads ``.safetensors`` state dicts and PyTorch zip pickles (release files
 and without executing anything from the pickle (see :mod:`apollo_jax.torch_pickle`).
 The generator config is inferred from tensor shapes and checked for consistency.
 
-Command line::
+Command line (:mod:`apollo_jax.interop_cli`)::
 
   python -m apollo_jax.interop convert IN OUT_DIR        # published file -> orbax params
   python -m apollo_jax.interop export IN OUT.safetensors  # ours/published -> official names
@@ -37,7 +37,6 @@ __all__ = [
     "load_torch_discriminator",
 ]
 
-TORCH_SUFFIXES = (".bin", ".pth", ".pt", ".ckpt")
 # Rates a state dict without model_args may be inferred at, assuming the published 20 ms
 # window (n_fft = rate / 50); the FFT size alone cannot tell 44.1 kHz / 20 ms from
 # 48 kHz / 18.375 ms, so only these common rates are guessed and anything else is an error.
@@ -516,79 +515,8 @@ def has_torch_discriminator(path: str) -> bool:
   return discriminator_state_dict(sd) is not None
 
 
-def main(argv: list[str] | None = None) -> int:
-  """``convert IN OUT_DIR`` / ``export IN OUT.safetensors``; exit 2 with one line on errors."""
-  import argparse
-  import pickle
-  import sys
-  from apollo_jax import inference  # imports this module: keep it out of the module level
-
-  parser = argparse.ArgumentParser(
-      prog="python -m apollo_jax.interop",
-      description="Convert generator checkpoints between the published PyTorch format and ours.")
-  sub = parser.add_subparsers(dest="command", required=True)
-  conv = sub.add_parser("convert", help="any checkpoint -> orbax params folder + config.json")
-  conv.add_argument("input", help="published .bin/.pth/.ckpt, .safetensors, or an orbax folder")
-  conv.add_argument("output", help="folder to create (OUT/params, OUT/config.json)")
-  exp = sub.add_parser("export", help="any checkpoint -> .safetensors with the official names, "
-                                      "or a deployable StableHLO / ONNX model")
-  exp.add_argument("input", help="orbax params or training folder, or any file convert reads")
-  exp.add_argument("output", help="the file to write (.safetensors, .npz for stablehlo, .onnx)")
-  exp.add_argument("--format", choices=["safetensors", "stablehlo", "onnx"], default="safetensors",
-                   help="safetensors (weights, default), stablehlo (jax.export of the jitted "
-                        "generator) or onnx (needs requirements-onnx.txt)")
-  exp.add_argument("--batch", type=int, default=1, help="stablehlo/onnx: fixed batch (default 1)")
-  exp.add_argument("--channels", type=int, default=2, help="stablehlo/onnx: fixed channels (default 2)")
-  exp.add_argument("--samples", type=int, default=None,
-                   help="stablehlo/onnx: fixed samples per channel (default 4 s at the model's rate)")
-  for p in (conv, exp):
-    p.add_argument("--sample-rate", type=int, default=None,
-                   help="sample rate of a state dict that does not record it (default: "
-                        "inferred from the FFT size with the published 20 ms window)")
-    p.add_argument("--win-ms", type=float, default=None,
-                   help="STFT window in ms of a state dict that does not record it")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
-  cmp = sub.add_parser("compare", help="null test: residual level, SNR and max difference")
-  cmp.add_argument("reference", help="the published code's output (WAV/FLAC/...)")
-  cmp.add_argument("ours", help="our output for the same input, same rate and length")
-  args = parser.parse_args(argv)
-  if args.command == "compare":
-    from apollo_jax import audio, nulltest
-    try:
-      print(nulltest.compare_files(args.reference, args.ours).line())
-    except (audio.AudioError, ValueError) as e:
-      print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
-      return 2
-    return 0
-  try:
-    suffix = {"safetensors": ".safetensors", "stablehlo": ".npz", "onnx": ".onnx"}.get(
-        getattr(args, "format", "safetensors"))
-    if args.command == "export" and not args.output.endswith(suffix):
-      raise ValueError(f"{args.output}: export --format {args.format} writes {suffix} files")
-    if os.path.exists(args.output) and not args.overwrite:
-      raise ValueError(f"{args.output} already exists (pass --overwrite to replace it)")
-    if os.path.exists(args.input) and os.path.exists(args.output) and os.path.samefile(
-        args.input, args.output):
-      raise ValueError(f"{args.output} is the input; refusing to overwrite it")
-    cfg, params = inference.load_generator(args.input, args.sample_rate, args.win_ms)
-    if args.command == "convert":
-      inference.save_generator(args.output, cfg, params, overwrite=args.overwrite)
-    elif args.format == "safetensors":
-      save_torch_generator(cfg, params, args.output)
-    else:
-      from apollo_jax import deploy
-      shape = (args.batch, args.channels, args.samples or 4 * cfg.sample_rate)
-      if args.format == "stablehlo":
-        deploy.export_stablehlo(cfg, params, shape, args.output)
-      else:
-        deploy.export_onnx(cfg, params, shape, args.output)
-  except (OSError, ValueError, KeyError, TypeError, EOFError, pickle.UnpicklingError) as e:
-    print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
-    return 2
-  print(f"wrote {args.output} (feature_dim={cfg.feature_dim}, num_layers={cfg.num_layers}, "
-        f"sample_rate={cfg.sample_rate})")
-  return 0
-
-
 if __name__ == "__main__":
+  # The command line lives in apollo_jax.interop_cli, above the checkpoint readers it uses
+  # (it imports inference, which imports this module); this block runs only as __main__.
+  from apollo_jax.interop_cli import main
   raise SystemExit(main())

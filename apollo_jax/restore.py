@@ -61,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--checkpoint", required=True,
                  help="published PyTorch file, .safetensors, orbax params folder or training "
                       "checkpoint folder")
-  add_checkpoint_rate_flags(p)
+  inference.add_checkpoint_rate_flags(p)
   p.add_argument("--chunk-seconds", type=float, default=DEFAULT_CHUNK_SECONDS,
                  help="chunk length; bounds memory (default %(default)s s: ~1.5 GB at the "
                       "paper config on CPU)")
@@ -92,15 +92,6 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--keep-delay", action="store_true",
                  help="--stream raw PCM: write the leading delay instead of aligning the output")
   return p
-
-
-def add_checkpoint_rate_flags(p: argparse.ArgumentParser) -> None:
-  """``--sample-rate`` / ``--win-ms``: for state dicts that do not record them."""
-  p.add_argument("--sample-rate", type=int, default=None,
-                 help="sample rate of a checkpoint that does not record it (default: inferred "
-                      "from its FFT size with the published 20 ms window)")
-  p.add_argument("--win-ms", type=float, default=None,
-                 help="STFT window in ms of a checkpoint that does not record it (default 20)")
 
 
 def _one_line(msg: object) -> str:

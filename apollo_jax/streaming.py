@@ -368,7 +368,7 @@ def main(argv: list[str] | None = None) -> None:
   parser.add_argument("--channels", type=int, default=2, help="channels of raw PCM (default 2)")
   parser.add_argument("--keep-delay", action="store_true",
                       help="raw PCM: write the leading delay (zeros) instead of aligning the output")
-  from apollo_jax.restore import add_checkpoint_rate_flags
+  from apollo_jax.inference import add_checkpoint_rate_flags
   add_checkpoint_rate_flags(parser)
   args = parser.parse_args(argv)
   if (args.input == "-") != (args.output == "-"):

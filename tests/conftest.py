@@ -1,11 +1,24 @@
-"""Shared test fixtures: the parity fixture folder and small configs."""
+"""Shared test fixtures: the parity fixture folder, the test tiers and the small configs.
+
+Tiers: ``pytest`` runs the fast tier (pyproject's addopts deselect ``slow``: every test
+over ~5 s); ``pytest -m slow`` the rest. A test that uses the ``parity`` fixture is marked
+``parity`` here, and skipped with the reason when the fixture folder is absent, so a clone
+without ``../shared`` runs everything else.
+"""
 
 import os
 import pathlib
 
 import pytest
 
+from apollo_jax import ApolloConfig
+
 REPO = pathlib.Path(__file__).resolve().parent.parent
+
+# The small generator most tests build: 79 bands of 16 features, one block, 2 heads.
+TINY = ApolloConfig(feature_dim=16, num_layers=1, num_heads=2)
+# Discriminator STFT windows for tests (the paper's are 2048 and up).
+TINY_WINDOWS = (32, 64, 128)
 
 
 def parity_dir() -> pathlib.Path:
@@ -13,12 +26,27 @@ def parity_dir() -> pathlib.Path:
   return pathlib.Path(os.environ.get("APOLLO_PARITY_DIR", REPO.parent / "shared" / "parity"))
 
 
+def parity_missing() -> str | None:
+  """Why the parity tests cannot run, or None when the fixture is there."""
+  d = parity_dir()
+  return None if (d / "meta.json").exists() else f"parity fixture not found at {d} (set APOLLO_PARITY_DIR)"
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m selects on the marks added here
+def pytest_collection_modifyitems(config, items):
+  missing = parity_missing()
+  for item in items:
+    if "parity" in getattr(item, "fixturenames", ()):
+      item.add_marker(pytest.mark.parity)
+    if missing and item.get_closest_marker("parity"):
+      item.add_marker(pytest.mark.skip(reason=missing))
+
+
 @pytest.fixture(scope="session")
 def parity():
-  d = parity_dir()
-  if not (d / "meta.json").exists():
-    pytest.fail(f"parity fixture not found at {d} (set APOLLO_PARITY_DIR)")
-  return d
+  if missing := parity_missing():
+    pytest.skip(missing)
+  return parity_dir()
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -7,6 +7,7 @@ feature_dim 384), Lightning (``audio_model.`` + ``discriminator.``), ``torch.com
 """
 
 import collections
+import dataclasses
 import subprocess
 import sys
 
@@ -16,19 +17,21 @@ import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
-from apollo_jax import ApolloConfig, interop
+from apollo_jax import interop
 from apollo_jax.discriminator import init_discriminator
 from apollo_jax.inference import load_generator, save_generator
 from apollo_jax.interop import CheckpointFormatError, load_torch_generator
 from apollo_jax.training.config import TrainConfig
 from apollo_jax.training.loop import _init_discriminator
 from fakes import random_params
+from tests.conftest import TINY
 from torch_zip import write_torch_zip
 
 
-def tiny(rate=44100, win_ms=20, feature_dim=16):
-  return ApolloConfig(sample_rate=rate, win_ms=win_ms, feature_dim=feature_dim, num_layers=1,
-                      num_heads=2 if feature_dim == 16 else 8)
+def tiny(rate=44100, win_ms=20, feature_dim=TINY.feature_dim):
+  heads = TINY.num_heads if feature_dim == TINY.feature_dim else 8
+  return dataclasses.replace(TINY, sample_rate=rate, win_ms=win_ms, feature_dim=feature_dim,
+                             num_heads=heads)
 
 
 def bare_file(tmp_path, cfg, name="model.pth", prefix="", wrap=None, seed=0):
@@ -179,6 +182,7 @@ def _cli(module, *args):
   return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True)
 
 
+@pytest.mark.slow
 def test_convert_and_restore_take_sample_rate_flags(tmp_path):
   path, _ = bare_file(tmp_path, tiny(48000))
   out = tmp_path / "converted"

@@ -4,6 +4,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 import soundfile as sf
 
 from apollo_jax.data import check
@@ -69,6 +70,7 @@ def _run(*args):
                         capture_output=True, text=True)
 
 
+@pytest.mark.slow
 def test_command_exit_codes(tmp_path):
   _stems(tmp_path / "d")
   r = _run("--layout", "stems", str(tmp_path / "d"))
@@ -87,6 +89,7 @@ def test_command_exit_codes(tmp_path):
   assert r.returncode == 2 and r.stderr.count("\n") == 1
 
 
+@pytest.mark.slow
 def test_config_with_overrides(tmp_path):
   _stems(tmp_path / "d")
   r = _run("--config", "configs/apollo.py:demo", "--config.data.layout=stems",

@@ -9,12 +9,12 @@ import jax
 import numpy as np
 import pytest
 
-from apollo_jax import Apollo, ApolloConfig, deploy, interop
+from apollo_jax import Apollo, deploy, interop
 from apollo_jax.inference import save_generator
 from fakes import random_params
+from tests.conftest import TINY
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = ApolloConfig(feature_dim=16, num_layers=1, num_heads=2)
 
 
 def _live(cfg, params, x):
@@ -22,6 +22,7 @@ def _live(cfg, params, x):
   return np.asarray(f(leaves, x))
 
 
+@pytest.mark.slow
 def test_stablehlo_export_runs_without_apollo_jax_and_equals_the_live_model(tmp_path):
   params = random_params(TINY)
   save_generator(str(tmp_path / "ckpt"), TINY, params)
@@ -73,7 +74,6 @@ def _runner():
 
 
 @pytest.mark.slow
-@pytest.mark.parity
 def test_onnx_export_matches_the_jax_forward_on_the_parity_input(parity, tmp_path):
   _onnx_extra()
   cfg, params = interop.load_torch_generator(str(parity / "apollo_small.safetensors"))

@@ -38,7 +38,7 @@ def published(parity):
   return load_torch_discriminator(str(parity / "disc_small.safetensors"))
 
 
-@pytest.mark.parity
+@pytest.mark.slow
 def test_eval_outputs_and_feature_maps_match(parity, published):
   ref = np.load(parity / "disc_small_outputs.npz")
   disc = Discriminator()
@@ -54,7 +54,7 @@ def test_eval_outputs_and_feature_maps_match(parity, published):
     assert np.abs(to_torch(scores[i]) - ref[f"out_{i}"]).max() <= TOL
 
 
-@pytest.mark.parity
+@pytest.mark.slow
 def test_training_application_matches_and_advances_u_v(parity, published):
   ref = np.load(parity / "disc_small_train_outputs.npz")
   disc = Discriminator()
@@ -81,6 +81,7 @@ def test_eval_mode_leaves_u_v_and_needs_no_mutation():
     disc.apply(v, x, train=True)  # training mode must be allowed to update u, v
 
 
+@pytest.mark.slow
 def test_grouped_pass_equals_sequential_applications():
   v = tiny_variables(1)
   disc = Discriminator(SMALL)
@@ -98,6 +99,7 @@ def test_grouped_pass_equals_sequential_applications():
     np.testing.assert_allclose(np.asarray(g), np.asarray(w), atol=1e-7)
 
 
+@pytest.mark.slow
 def test_no_gradient_through_power_iteration():
   # Training-mode gradient == eval-mode gradient with the post-iteration u, v (held fixed).
   v = tiny_variables(2)

@@ -10,14 +10,14 @@ import pytest
 from safetensors.numpy import load_file
 
 import eval as eval_cli
-from apollo_jax import ApolloConfig, audio, interop
+from apollo_jax import audio, interop_cli
 from apollo_jax.interop import CheckpointFormatError, load_torch_generator, save_torch_generator
 from apollo_jax.restore import main as restore_main
 from fakes import music, random_params
+from tests.conftest import TINY
 from torch_zip import write_crafted_zip, write_malicious_zip, write_torch_zip
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = ApolloConfig(feature_dim=16, num_layers=1, num_heads=2)
 RATE = TINY.sample_rate
 QUIET = ["--chunk-seconds", "0.5", "--overlap-seconds", "0.1", "--quiet"]
 
@@ -133,7 +133,7 @@ def test_item4_crafted_zips_exit_2_in_restore_eval_and_convert(tmp_path, parity,
     code, err = run(capsys, restore_main, song, "-o", tmp_path / "out.wav", "--checkpoint", path,
                     *QUIET)
     assert_one_line_error(code, err, path)
-    code, err = run(capsys, interop.main, "convert", path, tmp_path / "conv")
+    code, err = run(capsys, interop_cli.main, "convert", path, tmp_path / "conv")
     assert_one_line_error(code, err)
     code, err = run(capsys, eval_cli.main, "--checkpoint", path, "--data", data, "--out",
                     tmp_path / "ev", "--metrics", "si_snr", "--workers", "0", "--no-progress")
@@ -340,6 +340,7 @@ def _signal_restore(tmp_path, ckpt, signum):
   return proc.returncode, err, tmp_path / "new"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signame", ["SIGTERM", "SIGINT"])
 def test_item10_signal_during_restore_cleans_up(tmp_path, ckpt, signame):
   import signal

@@ -12,13 +12,13 @@ import pytest
 from safetensors.numpy import load_file, save_file
 
 from apollo_jax import ApolloConfig
-from apollo_jax import interop
+from apollo_jax import interop, interop_cli
 from apollo_jax.inference import load_generator, save_generator
 from apollo_jax.interop import CheckpointFormatError, UnsafeCheckpointError, load_torch_generator
 from fakes import random_params
+from tests.conftest import TINY
 from torch_zip import write_malicious_zip, write_torch_zip
 
-TINY = ApolloConfig(feature_dim=16, num_layers=1, num_heads=2)
 
 
 def assert_same_params(a, b):
@@ -120,7 +120,7 @@ def test_convert_and_export_cli(tmp_path, parity, small, capsys):
   _, (cfg, params) = small
   src = str(parity / "apollo_small.safetensors")
   out_dir = str(tmp_path / "small")
-  assert interop.main(["convert", src, out_dir]) == 0
+  assert interop_cli.main(["convert", src, out_dir]) == 0
   assert sorted(os.listdir(out_dir)) == ["config.json", "params"]
   assert ApolloConfig.from_json(open(os.path.join(out_dir, "config.json")).read()) == cfg
   cfg2, params2 = load_generator(out_dir)
@@ -128,7 +128,7 @@ def test_convert_and_export_cli(tmp_path, parity, small, capsys):
   assert_same_params(params2, params)
 
   exported = str(tmp_path / "small.safetensors")
-  assert interop.main(["export", out_dir, exported]) == 0
+  assert interop_cli.main(["export", out_dir, exported]) == 0
   cfg3, params3 = load_torch_generator(exported)
   assert cfg3 == cfg
   assert_same_params(params3, params)
@@ -137,11 +137,11 @@ def test_convert_and_export_cli(tmp_path, parity, small, capsys):
   for argv in (["convert", src, out_dir],                        # exists
                ["export", out_dir, str(tmp_path / "x.bin")],     # wrong extension
                ["convert", str(tmp_path / "missing.pth"), str(tmp_path / "m")]):
-    assert interop.main(argv) == 2
+    assert interop_cli.main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error:"), err
   assert not os.path.exists(tmp_path / "m") and not os.path.exists(tmp_path / "x.bin")
-  assert interop.main(["convert", src, out_dir, "--overwrite"]) == 0
+  assert interop_cli.main(["convert", src, out_dir, "--overwrite"]) == 0
 
 
 def test_interop_module_entry_point(tmp_path, parity):

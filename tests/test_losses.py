@@ -12,7 +12,7 @@ from apollo_jax.discriminator import Discriminator, multi_stft
 from apollo_jax.interop import load_torch_discriminator
 
 
-@pytest.mark.parity
+@pytest.mark.slow
 def test_losses_match_published(parity):
   ref = json.loads((parity / "losses.json").read_text())
   variables = load_torch_discriminator(str(parity / "disc_small.safetensors"))
@@ -32,6 +32,7 @@ def test_losses_match_published(parity):
     assert abs(got - ref[key]) <= 1e-4 * abs(ref[key]), (key, got, ref[key])
 
 
+@pytest.mark.slow
 def test_reconstruction_loss_properties():
   rng = np.random.default_rng(0)
   a = jnp.asarray(rng.standard_normal((2, 2, 4096)), jnp.float32)

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from apollo_jax import Apollo, ApolloConfig, count_params, init_params
+from tests.conftest import TINY
 
-TINY = ApolloConfig(feature_dim=16, num_layers=1, num_heads=2)
 
 
 def test_paper_config_parameter_count():
@@ -16,6 +16,7 @@ def test_paper_config_parameter_count():
   assert count_params(shapes) == 16_539_308
 
 
+@pytest.mark.slow
 def test_shape_preserved_and_channels_independent():
   params = init_params(TINY, jax.random.PRNGKey(0))
   x = np.random.default_rng(0).standard_normal((2, 3, 3000)).astype(np.float32) * 0.1
@@ -27,6 +28,7 @@ def test_shape_preserved_and_channels_independent():
   np.testing.assert_allclose(np.asarray(y[:, 1:2]), np.asarray(y1), atol=1e-6)
 
 
+@pytest.mark.slow
 def test_grad_and_vmap():
   params = init_params(TINY, jax.random.PRNGKey(1))
   x = jnp.asarray(np.random.default_rng(1).standard_normal((2, 1, 2000)), jnp.float32)
@@ -39,6 +41,7 @@ def test_grad_and_vmap():
   np.testing.assert_allclose(np.asarray(per_item), np.asarray(whole), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_remat_and_bf16_keep_params_and_outputs_close():
   params = init_params(TINY, jax.random.PRNGKey(2))
   x = jnp.asarray(np.random.default_rng(2).standard_normal((1, 1, 2000)), jnp.float32) * 0.1
@@ -72,6 +75,7 @@ def test_config_validation():
   assert ApolloConfig.from_json(TINY.to_json()) == TINY
 
 
+@pytest.mark.slow
 def test_chunked_rows_give_the_same_output():
   params = init_params(TINY, jax.random.PRNGKey(3))
   x = jnp.asarray(np.random.default_rng(3).standard_normal((2, 2, 4000)), jnp.float32) * 0.1
@@ -81,6 +85,7 @@ def test_chunked_rows_give_the_same_output():
   np.testing.assert_allclose(np.asarray(out), np.asarray(ref), atol=1e-6)
 
 
+@pytest.mark.slow
 def test_residual_variant_starts_as_identity():
   cfg = ApolloConfig(**{**TINY.__dict__, "residual": True})
   params = init_params(cfg, jax.random.PRNGKey(4))

@@ -16,6 +16,7 @@ def test_notebook_committed_without_outputs():
       "strip outputs before committing (the test run regenerates them)"
 
 
+@pytest.mark.slow
 def test_notebook_executes(monkeypatch):
   nbformat = pytest.importorskip("nbformat")
   nbclient = pytest.importorskip("nbclient")

@@ -10,6 +10,8 @@ import shlex
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import REPO
 
 _PROBE = r"""
@@ -40,6 +42,7 @@ def readme_commands(script: str) -> list[list[str]]:
   return commands
 
 
+@pytest.mark.slow
 def test_readme_training_commands_parse_and_build_configs(tmp_path):
   commands = readme_commands("train.py")
   assert len(commands) >= 3, commands
@@ -54,6 +57,7 @@ def test_readme_training_commands_parse_and_build_configs(tmp_path):
       assert "dirs ('/data/musdb18hq',) ('/data/musdb18hq',)" in out.stdout
 
 
+@pytest.mark.slow
 def test_data_dirs_accept_tuple_list_and_string(tmp_path):
   """README's tuple form, the list form and a bare path all give a tuple of folders."""
   probe = tmp_path / "probe.py"

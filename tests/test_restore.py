@@ -9,14 +9,14 @@ import pytest
 import soundfile as sf
 from safetensors.numpy import load_file, save_file
 
-from apollo_jax import ApolloConfig, audio, codecs
+from apollo_jax import audio, codecs
 from apollo_jax.inference import ChunkedRestorer, _OverlapAdd, restore_array, save_generator
 from apollo_jax.interop import save_torch_generator
 from apollo_jax.restore import main
 from fakes import music, random_params
+from tests.conftest import TINY
 from torch_zip import write_malicious_zip
 
-TINY = ApolloConfig(feature_dim=16, num_layers=1, num_heads=2)
 RATE = TINY.sample_rate
 # Small chunks so that short test files span several of them; one compile for all CLI
 # tests. The CLI runs 2 chunks per call, the library tests 1: comparing them checks that
@@ -68,6 +68,7 @@ def test_crossfade_passes_agreeing_chunks_unchanged():
   np.testing.assert_allclose(out, np.ones((2, 24)), atol=1e-6)
 
 
+@pytest.mark.slow
 def test_chunked_matches_whole_away_from_the_end(params):
   x = music(3.0, seed=2)[:, :3 * RATE - 1234]  # not a whole number of hops
   whole = restore_array(params, TINY, x, chunk_seconds=None)

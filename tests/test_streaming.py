@@ -10,9 +10,10 @@ import pytest
 
 from apollo_jax import Apollo, ApolloConfig, audio, init_params, spectral
 from apollo_jax import streaming as st
+from tests.conftest import TINY
 
 TOL = 1e-5  # issue 7: max abs diff after the latency, float32.
-CAUSAL = ApolloConfig(feature_dim=16, num_layers=1, num_heads=2, causal=True)
+CAUSAL = dataclasses.replace(TINY, causal=True)
 NONCAUSAL = dataclasses.replace(CAUSAL, causal=False)
 HOP = CAUSAL.hop
 
@@ -64,6 +65,7 @@ def test_latency_numbers():
   assert st.latency_ms(ApolloConfig(feature_dim=64, num_layers=2)) == pytest.approx(200.0)
 
 
+@pytest.mark.slow
 def test_causal_model_ignores_the_future(params):
   # Offline causal model: changing samples from n0 on leaves outputs before n0 - 2 hops alone.
   x = signal((1, 1, 12 * HOP))
@@ -79,6 +81,7 @@ def test_causal_model_ignores_the_future(params):
   assert np.abs(a[..., :keep] - b[..., :keep]).max() > 1e-4
 
 
+@pytest.mark.slow
 def test_causal_stream_equals_offline_stereo(params):
   x = signal((2, 2, 9 * HOP + 123))  # odd length, batch of 2 stereo streams
   want = offline(CAUSAL, params, x)
@@ -101,6 +104,7 @@ def test_causal_stream_equals_offline_stereo(params):
     (CAUSAL, (HOP + 1, 3 * HOP, 5 * HOP + HOP - 1)),
     (NONCAUSAL, (HOP + 1, 12 * HOP + HOP - 1)),  # shorter and longer than the lookahead
 ], ids=["causal", "lookahead"])
+@pytest.mark.slow
 def test_mono_odd_lengths_and_reset(params, cfg, lengths):
   # One state reused through reset(): lengths from the shortest allowed to whole hops.
   state = st.init_state(cfg, 1, 1)
@@ -118,7 +122,7 @@ def test_mono_odd_lengths_and_reset(params, cfg, lengths):
     state = st.reset(state)
 
 
-@pytest.mark.parity
+@pytest.mark.slow
 def test_published_weights_stream_in_lookahead_mode(parity):
   from apollo_jax.interop import load_torch_generator
   cfg, p = load_torch_generator(str(parity / "apollo_small.safetensors"))
@@ -175,6 +179,7 @@ def test_bad_inputs_are_clear(params):
     st.stream_stdio(CAUSAL, params, 2, io.BytesIO(b"\0" * 6), io.BytesIO())
 
 
+@pytest.mark.slow
 def test_residual_causal_model_streams_like_offline():
   cfg = dataclasses.replace(CAUSAL, residual=True)
   params = init_params(cfg, jax.random.PRNGKey(7))

@@ -13,11 +13,13 @@ import time
 
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import REPO, TINY as TINY_MODEL, TINY_WINDOWS
 
 TINY = [
-    "--config.model.feature_dim=16", "--config.model.num_layers=1", "--config.model.num_heads=2",
-    "--config.train.windows=(32,64,128)", "--config.data.segment_seconds=0.25",
+    *(f"--config.model.{k}={getattr(TINY_MODEL, k)}"
+      for k in ("feature_dim", "num_layers", "num_heads")),
+    "--config.train.windows=(" + ",".join(map(str, TINY_WINDOWS)) + ")",
+    "--config.data.segment_seconds=0.25",
     "--config.data.demo_tracks=3", "--config.data.demo_seconds=3.0",
     "--config.data.demo_val_tracks=1", "--config.data.val_items=2",
     "--config.data.val_seconds=1.0", "--config.data.bitrates=(32,64)",

@@ -5,14 +5,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from apollo_jax import ApolloConfig
 from apollo_jax.discriminator import Discriminator
 from apollo_jax.training import (TrainConfig, create_train_state, default_train_config,
                                  lr_schedule, make_mesh, make_optimizers, make_train_step,
                                  shard_batch)
+from tests.conftest import TINY, TINY_WINDOWS
 
-TINY = ApolloConfig(feature_dim=16, num_layers=1, num_heads=2)
-CFG = TrainConfig(windows=(32, 64, 128), steps_per_epoch=3)
+CFG = TrainConfig(windows=TINY_WINDOWS, steps_per_epoch=3)
 SAMPLES = 2048
 
 
@@ -46,6 +45,7 @@ def max_diff(a, b):
              for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
 
 
+@pytest.mark.slow
 def test_step_updates_both_networks_and_reports_metrics(mesh, step4):
   state = fresh_state(mesh)
   before = host(state)
@@ -63,6 +63,7 @@ def test_step_updates_both_networks_and_reports_metrics(mesh, step4):
   assert max_diff(state.disc_spectral, before.disc_spectral) > 0
 
 
+@pytest.mark.slow
 def test_nonfinite_batch_is_skipped(mesh, step4):
   state = fresh_state(mesh, seed=1)
   before = host(state)
@@ -79,6 +80,7 @@ def test_nonfinite_batch_is_skipped(mesh, step4):
   assert max_diff(state.gen_params, before.gen_params) > 0
 
 
+@pytest.mark.slow
 def test_published_mode_advances_u_v_four_times(mesh, step4):
   state = fresh_state(mesh, seed=2)
   before = host(state)
@@ -91,6 +93,7 @@ def test_published_mode_advances_u_v_four_times(mesh, step4):
   assert max_diff(state.disc_spectral, want) <= 1e-6
 
 
+@pytest.mark.slow
 def test_cheap_mode_advances_u_v_once(mesh):
   cfg = TrainConfig(windows=CFG.windows, spectral_norm_updates_per_step=1)
   state = fresh_state(mesh, cfg, seed=3)

@@ -63,10 +63,6 @@ class RunLogger:
     if self.enabled:
       self._tb.add_text(tag, text, 0)
 
-  def flush(self) -> None:
-    if self.enabled:
-      self._tb.flush()
-
   def close(self) -> None:
     if self.enabled:
       self._tb.close()
