@@ -93,6 +93,7 @@ def test_residual_variant_starts_as_identity():
   np.testing.assert_allclose(np.asarray(Apollo(cfg).apply({"params": params}, x)), np.asarray(x), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_row_chunks_bound_training_memory():
   """Under differentiation each row chunk keeps only its input: XLA's memory analysis of the
   generator's gradient shrinks by more than half against saving the chunks' activations."""
