@@ -56,3 +56,19 @@ def compile_cache_dir(tmp_path_factory):
   from apollo_jax.compile_cache import ENV
   os.environ[ENV] = str(tmp_path_factory.mktemp("compile_cache"))
   return os.environ[ENV]
+
+
+@pytest.fixture(scope="module")
+def params():
+  """Random parameters of the TINY generator (the restore and hardening tests' model)."""
+  from fakes import random_params
+  return random_params(TINY, seed=1)
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory, params):
+  """``params`` written as a published-style safetensors checkpoint."""
+  from apollo_jax.interop import save_torch_generator
+  path = str(tmp_path_factory.mktemp("ckpt") / "tiny.safetensors")
+  save_torch_generator(TINY, params, path)
+  return path

@@ -13,25 +13,13 @@ import eval as eval_cli
 from apollo_jax import audio, interop_cli
 from apollo_jax.interop import CheckpointFormatError, load_torch_generator, save_torch_generator
 from apollo_jax.restore import main as restore_main
-from fakes import music, random_params
+from fakes import music
 from tests.conftest import TINY
 from torch_zip import write_crafted_zip, write_malicious_zip, write_torch_zip
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RATE = TINY.sample_rate
 QUIET = ["--chunk-seconds", "0.5", "--overlap-seconds", "0.1", "--quiet"]
-
-
-@pytest.fixture(scope="module")
-def params():
-  return random_params(TINY, seed=1)
-
-
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory, params):
-  path = str(tmp_path_factory.mktemp("ckpt") / "tiny.safetensors")
-  save_torch_generator(TINY, params, path)
-  return path
 
 
 @pytest.fixture(scope="module")

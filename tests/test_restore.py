@@ -11,9 +11,8 @@ from safetensors.numpy import load_file, save_file
 
 from apollo_jax import audio, codecs
 from apollo_jax.inference import ChunkedRestorer, _OverlapAdd, restore_array, save_generator
-from apollo_jax.interop import save_torch_generator
 from apollo_jax.restore import main
-from fakes import music, random_params
+from fakes import music
 from tests.conftest import TINY
 from torch_zip import write_malicious_zip
 
@@ -22,18 +21,6 @@ RATE = TINY.sample_rate
 # tests. The CLI runs 2 chunks per call, the library tests 1: comparing them checks that
 # batching changes nothing.
 CHUNK = ["--chunk-seconds", "0.5", "--overlap-seconds", "0.1", "--batch-chunks", "2", "--quiet"]
-
-
-@pytest.fixture(scope="module")
-def params():
-  return random_params(TINY, seed=1)
-
-
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory, params):
-  path = str(tmp_path_factory.mktemp("ckpt") / "tiny.safetensors")
-  save_torch_generator(TINY, params, path)
-  return path
 
 
 def run(capsys, *argv):
