@@ -291,9 +291,10 @@ def test_validation_set_is_written_once(tmp_path):
 
 def test_demo_corpus_is_deterministic_and_feeds_training(tmp_path):
   from apollo_jax.data import demo
-  a = demo.generate(str(tmp_path / "a"), tracks=2, seconds=2.5, seed=3, workers=1)
+  a = demo.generate(str(tmp_path / "a"), tracks=2, seconds=2.5, seed=3, workers=1,
+                    source="synth")
   demo.main([str(tmp_path / "b"), "--tracks", "2", "--seconds", "2.5", "--seed", "3",
-             "--workers", "1"])
+             "--workers", "1", "--source", "synth"])
   for stem in demo.STEMS:
     pa, pb = (os.path.join(d, "track_001", f"{stem}.wav") for d in (a, tmp_path / "b"))
     assert open(pa, "rb").read() == open(pb, "rb").read()
@@ -304,12 +305,15 @@ def test_demo_corpus_is_deterministic_and_feeds_training(tmp_path):
   assert spectrum[:, freqs > 16000].sum() > 1e-4 * spectrum.sum()  # content to restore
   assert stems["drums"].shape == (2, int(2.5 * RATE))
   # Training with no dataset generates the demo corpus once, in the cache folder.
-  cfg = tiny_config([], cache_dir=str(tmp_path / "cache"), demo_tracks=2, demo_seconds=2.0)
+  # (The soundfont source is tests/test_soundfont.py's; synth keeps this one fast.)
+  cfg = tiny_config([], cache_dir=str(tmp_path / "cache"), demo_tracks=2, demo_seconds=2.0,
+                    demo_source="synth")
   (batch,) = batches(make_train_iterator(cfg, 0, 2), 1)
   assert batch["target"].shape == (2, 2, int(0.5 * RATE))
-  path = demo.ensure_demo_corpus(str(tmp_path / "cache"), tracks=2, seconds=2.0)
+  path = demo.ensure_demo_corpus(str(tmp_path / "cache"), tracks=2, seconds=2.0, source="synth")
   stamp = os.stat(os.path.join(path, "demo.json")).st_mtime_ns
-  assert demo.ensure_demo_corpus(str(tmp_path / "cache"), tracks=2, seconds=2.0) == path
+  assert demo.ensure_demo_corpus(str(tmp_path / "cache"), tracks=2, seconds=2.0,
+                                 source="synth") == path
   assert os.stat(os.path.join(path, "demo.json")).st_mtime_ns == stamp
   shutil.rmtree(path)
 

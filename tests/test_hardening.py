@@ -502,7 +502,7 @@ BAD_FIELDS = [
     ("data.val_items", 0), ("data.num_workers", -1), ("data.read_buffer", 0),
     ("data.mp3_quality", 10), ("data.gain_db", (10.0, -10.0)), ("data.bitrates", (32, 9999)),
     ("data.bitrates", ()), ("data.codecs", ("wma",)), ("data.layout", "musdb18"),
-    ("data.activity_min_fraction", -0.1),
+    ("data.activity_min_fraction", -0.1), ("data.demo_source", "fluid"),
     ("model.feature_dim", 0), ("model.num_layers", -1), ("model.win_ms", -20),
     ("train.g_lr", -1e-3), ("train.d_lr", 0.0), ("train.clip_norm", 0.0),
     ("train.g_betas", (0.9, 1.5)), ("train.windows", (0, 64)), ("train.freeze_blocks", 99),

@@ -24,6 +24,9 @@ def default_data_config() -> ml_collections.ConfigDict:
       demo_val_tracks=4,
       demo_seconds=12.0,
       demo_seed=0,
+      demo_source="auto",           # soundfont | synth | auto (soundfont when FluidSynth
+                                    # and a GM soundfont are found, else synth)
+      demo_soundfont="",            # "" -> FluidR3_GM.sf2 from the system folders
       # Mixing (paper III-A).
       sample_rate=44100,
       channels=2,

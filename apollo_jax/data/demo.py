@@ -1,13 +1,24 @@
-"""Demo corpus: procedurally synthesised multi-stem music that needs no download.
+"""Demo corpus: procedurally composed multi-stem music that needs no download.
 
-    python -m apollo_jax.data.demo OUT_DIR --tracks 20 --seconds 12
+    python -m apollo_jax.data.demo OUT_DIR --tracks 20 --seconds 12 [--source auto|soundfont|synth]
 
-writes ``OUT_DIR/<track>/{drums,bass,keys,pads,lead,vocals}.wav`` (the ``"stems"``
-layout; the mixture is the sum of the stems) and ``OUT_DIR/demo.json``. The stems are
+writes ``OUT_DIR/<track>/<stem>.wav`` (the ``"stems"`` layout; the mixture is the sum of
+the stems) and ``OUT_DIR/demo.json``. Two sources:
+
+- ``soundfont``: General MIDI parts rendered with real instrument samples by FluidSynth from
+  a GM soundfont, one stem per instrument (``apollo_jax.data.soundfont``). Needs the
+  ``fluidsynth`` command and a soundfont (``--soundfont``, default ``FluidR3_GM.sf2`` from
+  the usual system folders).
+- ``synth``: this module's own synthesiser, stems ``{drums,bass,keys,pads,lead,vocals}``
+  (described below). Needs nothing but NumPy and SciPy.
+- ``auto`` (the default) takes ``soundfont`` when FluidSynth and the soundfont are found,
+  else ``synth``, and says which in one line.
+
+The stems are The stems are
 16-bit WAV rather than FLAC because WAV seeks in constant time, so a training segment is
 read without decoding the file up to it (a FLAC seek without a seek table cost ~10 ms).
 
-Every track has its own tempo, key, scale, chord progression, swing, timbres, stereo
+The synthesiser: every track has its own tempo, key, scale, chord progression, swing, timbres, stereo
 placement, room and arrangement (instruments drop out in some sections, so stems contain
 real silence). The content is built to make codec restoration matter: hi-hats and crashes
 (metallic partials and noise up to 20 kHz), band-limited saw/square/FM tones with
@@ -23,7 +34,9 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import functools
+import hashlib
 import json
+import logging
 import multiprocessing
 import os
 import shutil
@@ -34,8 +47,11 @@ import scipy.fft
 import scipy.signal
 
 from apollo_jax import audio
+from apollo_jax.data import soundfont as sf
 
+log = logging.getLogger(__name__)
 VERSION = 1  # bump when the synthesis changes, so cached corpora are regenerated
+SOURCES = ("auto", "soundfont", "synth")
 STEMS = ("drums", "bass", "keys", "pads", "lead", "vocals")
 SCALES = {
     "major": (0, 2, 4, 5, 7, 9, 11), "minor": (0, 2, 3, 5, 7, 8, 10),
@@ -424,9 +440,35 @@ def synthesize(seed: int, index: int, seconds: float,
   return stems, description
 
 
+def resolve_source(source: str = "auto", soundfont: str | None = None) -> tuple[str, str | None, str]:
+  """``(source, soundfont path or None, one-line message)`` for a requested ``source``.
+
+  ``"soundfont"`` raises ``soundfont.SoundfontError`` when FluidSynth or the soundfont is
+  missing; ``"auto"`` falls back to ``"synth"`` and says why.
+  """
+  if source not in SOURCES:
+    raise ValueError(f"demo source must be one of {SOURCES}, got {source!r}")
+  if source == "synth":
+    return "synth", None, "demo corpus: built-in synthesiser (source synth)"
+  path = soundfont or sf.find_soundfont()
+  binary = sf.find_fluidsynth()
+  if source == "auto" and (binary is None or not path or not os.path.isfile(path)):
+    why = ("the fluidsynth command is not on PATH" if binary is None else
+           f"soundfont {soundfont} not found" if soundfont else
+           f"no {sf.TRAIN_SOUNDFONT} in {', '.join(sf.SEARCH_DIRS)}")
+    return "synth", None, (f"demo corpus: built-in synthesiser ({why}; install fluidsynth and "
+                           "fluid-soundfont-gm for real instrument timbres)")
+  binary, path = sf.check_soundfont(path or "", binary)
+  return "soundfont", path, (f"demo corpus: soundfont {path} rendered by fluidsynth "
+                             f"{sf.fluidsynth_version(binary)} (source {source})")
+
+
 def _write_track(args) -> tuple[str, dict]:
-  out_dir, seed, index, seconds, rate = args
-  stems, description = synthesize(seed, index, seconds, rate)
+  out_dir, seed, index, seconds, rate, soundfont = args
+  if soundfont:
+    stems, description = sf.synthesize(seed, index, seconds, rate, soundfont)
+  else:
+    stems, description = synthesize(seed, index, seconds, rate)
   name = f"track_{index:03d}"
   folder = os.path.join(out_dir, name)
   os.makedirs(folder, exist_ok=True)
@@ -436,20 +478,28 @@ def _write_track(args) -> tuple[str, dict]:
 
 
 def generate(out_dir: str, tracks: int, seconds: float, seed: int = 0, sample_rate: int = 44100,
-             workers: int | None = None) -> str:
+             workers: int | None = None, source: str = "auto",
+             soundfont: str | None = None) -> str:
   """Writes ``tracks`` tracks of ``seconds`` each into ``out_dir`` (stems layout).
 
-  ``workers`` processes (default: up to 2, one for less than a minute of music) synthesise
-  tracks in parallel; the output does not depend on it.
+  ``source`` and ``soundfont`` as in ``resolve_source``. ``workers`` (default: up to 2)
+  make tracks in parallel: spawned processes for the synthesiser (one for less than a
+  minute of music), threads driving FluidSynth processes for the soundfont. The output
+  does not depend on it.
   """
   if tracks < 1 or seconds <= 0:
     raise ValueError(f"need tracks >= 1 and seconds > 0, got tracks={tracks}, seconds={seconds}")
+  source, soundfont, _ = resolve_source(source, soundfont)
   os.makedirs(out_dir, exist_ok=True)
-  jobs = [(out_dir, seed, i, float(seconds), sample_rate) for i in range(tracks)]
+  jobs = [(out_dir, seed, i, float(seconds), sample_rate, soundfont) for i in range(tracks)]
   if workers is None:  # starting processes costs seconds: only worth it for real sizes
-    workers = 1 if tracks * seconds < 60 else min(2, os.cpu_count() or 1)
+    workers = (min(2, os.cpu_count() or 1) if soundfont or tracks * seconds >= 60 else 1)
   workers = min(workers, tracks)
-  if workers > 1:
+  if workers > 1 and soundfont:
+    # The work is in the fluidsynth subprocesses: threads are enough to run two at once.
+    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+      results = list(pool.map(_write_track, jobs))
+  elif workers > 1:
     # Spawned workers: forking a process that already runs JAX threads is unsafe.
     with concurrent.futures.ProcessPoolExecutor(
         workers, mp_context=multiprocessing.get_context("spawn")) as pool:
@@ -458,27 +508,50 @@ def generate(out_dir: str, tracks: int, seconds: float, seed: int = 0, sample_ra
     results = [_write_track(job) for job in jobs]
   meta = {"version": VERSION, "seed": seed, "tracks": tracks, "seconds": seconds,
           "sample_rate": sample_rate, "stems": list(STEMS), "layout": "stems",
-          "songs": dict(results)}
+          "source": source, "songs": dict(results)}
+  if soundfont:
+    meta.update(version=sf.VERSION, stems=list(sf.STEMS), soundfont=soundfont,
+                fluidsynth=sf.fluidsynth_version(sf.find_fluidsynth()))
   with open(os.path.join(out_dir, "demo.json"), "w") as f:
     json.dump(meta, f, indent=1)
   return out_dir
 
 
+def corpus_name(tracks: int, seconds: float, seed: int, sample_rate: int,
+                soundfont: str | None = None) -> str:
+  """The cache folder name: the settings, and for a soundfont corpus the soundfont (name, and
+  a digest of its path, size and the FluidSynth version) and ``soundfont.VERSION``."""
+  settings = f"seed{seed}-{tracks}x{seconds:g}s-{sample_rate}"
+  if not soundfont:
+    return f"demo-v{VERSION}-{settings}"
+  key = json.dumps([os.path.realpath(soundfont), os.path.getsize(soundfont),
+                    sf.fluidsynth_version(sf.find_fluidsynth())])
+  digest = hashlib.sha1(key.encode()).hexdigest()[:8]
+  name = os.path.splitext(os.path.basename(soundfont))[0]
+  return f"demo-sf{sf.VERSION}-{name}-{digest}-{settings}"
+
+
 def ensure_demo_corpus(cache_dir: str, tracks: int = 20, seconds: float = 12.0, seed: int = 0,
-                       sample_rate: int = 44100, workers: int | None = None) -> str:
+                       sample_rate: int = 44100, workers: int | None = None,
+                       source: str = "auto", soundfont: str | None = None) -> str:
   """Path of a demo corpus with these settings under ``cache_dir``, generated on first use.
 
-  Generation writes to a temporary folder renamed into place when complete, so an
-  interrupted run or a concurrent process never leaves a partial corpus behind.
+  ``source`` and ``soundfont`` as in ``resolve_source``; the folder name keys on what was
+  resolved (see ``corpus_name``), so a synthesiser corpus is never reused for a soundfont
+  request. Logs one line saying which source is used. Generation writes to a temporary
+  folder renamed into place when complete, so an interrupted run or a concurrent process
+  never leaves a partial corpus behind.
   """
+  source, soundfont, message = resolve_source(source, soundfont)
+  log.info(message)
   cache_dir = os.path.abspath(os.path.expanduser(cache_dir))
-  path = os.path.join(cache_dir, f"demo-v{VERSION}-seed{seed}-{tracks}x{seconds:g}s-{sample_rate}")
+  path = os.path.join(cache_dir, corpus_name(tracks, seconds, seed, sample_rate, soundfont))
   if os.path.isfile(os.path.join(path, "demo.json")):
     return path
   os.makedirs(cache_dir, exist_ok=True)
   tmp = f"{path}.tmp-{os.getpid()}"
   shutil.rmtree(tmp, ignore_errors=True)
-  generate(tmp, tracks, seconds, seed, sample_rate, workers)
+  generate(tmp, tracks, seconds, seed, sample_rate, workers, source, soundfont)
   try:
     os.rename(tmp, path)
   except OSError:  # another process finished first
@@ -495,11 +568,23 @@ def main(argv=None) -> None:
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--sample-rate", type=int, default=44100)
   p.add_argument("--workers", type=int, default=None, help="processes (default: up to 2)")
+  p.add_argument("--source", choices=SOURCES, default="auto",
+                 help="soundfont: GM parts rendered by FluidSynth; synth: the built-in "
+                      "synthesiser; auto (default): soundfont when available, else synth")
+  p.add_argument("--soundfont", default=None,
+                 help=f"a General MIDI .sf2 (default: {sf.TRAIN_SOUNDFONT} in "
+                      f"{', '.join(sf.SEARCH_DIRS)})")
   args = p.parse_args(argv)
+  try:
+    source, soundfont, message = resolve_source(args.source, args.soundfont)
+  except sf.SoundfontError as e:
+    raise SystemExit(f"error: {e}") from None
+  print(message, flush=True)
   start = time.time()
-  generate(args.out_dir, args.tracks, args.seconds, args.seed, args.sample_rate, args.workers)
+  generate(args.out_dir, args.tracks, args.seconds, args.seed, args.sample_rate, args.workers,
+           source, soundfont)
   size = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(args.out_dir) for f in fs)
-  print(f"wrote {args.tracks} tracks x {args.seconds:g} s ({len(STEMS)} stems each) to "
+  print(f"wrote {args.tracks} tracks x {args.seconds:g} s ({source}) to "
         f"{args.out_dir}: {size / 1e6:.0f} MB in {time.time() - start:.0f} s")
 
 

@@ -65,7 +65,8 @@ def train_index(cfg) -> sources.Index:
                         cfg.train_subset, cfg.index_cache or None)
   path = demo.ensure_demo_corpus(cfg.cache_dir, tracks=cfg.demo_tracks,
                                  seconds=cfg.demo_seconds, seed=cfg.demo_seed,
-                                 sample_rate=cfg.sample_rate)
+                                 sample_rate=cfg.sample_rate, source=cfg.demo_source,
+                                 soundfont=cfg.demo_soundfont or None)
   return sources.scan(path, "stems", cfg.segment_seconds)
 
 

@@ -34,16 +34,23 @@ def validation_index(cfg) -> sources.Index:
     return sources.scan(list(cfg.val_dirs), cfg.layout, cfg.val_seconds, cfg.val_subset)
   path = demo.ensure_demo_corpus(cfg.cache_dir, tracks=cfg.demo_val_tracks,
                                  seconds=cfg.demo_seconds, seed=cfg.demo_seed + 1,
-                                 sample_rate=cfg.sample_rate)
+                                 sample_rate=cfg.sample_rate, source=cfg.demo_source,
+                                 soundfont=cfg.demo_soundfont or None)
   return sources.scan(path, "stems", cfg.val_seconds)
 
 
 def _settings(cfg) -> dict[str, Any]:
   keys = ("layout", "val_dirs", "val_subset", "demo_val_tracks", "demo_seconds", "demo_seed",
+          "demo_source", "demo_soundfont",
           "sample_rate", "channels", "max_stems", "p_mixture", "gain_db",
           "activity_threshold_db", "activity_min_fraction", "max_crop_tries", "codecs",
           "bitrates", "mp3_quality", "val_items", "val_seconds", "val_seed")
-  return {k: (list(cfg[k]) if isinstance(cfg[k], (list, tuple)) else cfg[k]) for k in keys}
+  settings = {k: (list(cfg[k]) if isinstance(cfg[k], (list, tuple)) else cfg[k]) for k in keys}
+  if not cfg.val_dirs:  # what "auto" resolved to, so installing FluidSynth makes a new set
+    _, soundfont, _ = demo.resolve_source(cfg.demo_source, cfg.demo_soundfont or None)
+    settings["demo_corpus"] = demo.corpus_name(cfg.demo_val_tracks, cfg.demo_seconds,
+                                               cfg.demo_seed + 1, cfg.sample_rate, soundfont)
+  return settings
 
 
 def default_dir(cfg) -> str:

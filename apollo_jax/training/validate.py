@@ -90,6 +90,9 @@ def _check_data(d) -> None:
   for name in ("num_workers", "demo_seed", "val_seed"):
     _int(d, name, 0, "config.data")
   _int(d, "mp3_quality", 0, "config.data", 9)
+  if d.demo_source not in ("auto", "soundfont", "synth"):  # apollo_jax.data.demo.SOURCES
+    raise ConfigError(f"config.data.demo_source must be auto, soundfont or synth, got "
+                      f"{d.demo_source!r}")
   for name in ("p_mixture", "activity_min_fraction"):
     _num(d, name, "config.data", 0.0, 1.0, open_low=False)
   _num(d, "activity_threshold_db", "config.data", float("-inf"), 0.0)
