@@ -45,9 +45,9 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from apollo_jax import Apollo, ApolloConfig  # noqa: E402
-from apollo_jax.discriminator import (Discriminator, deinterleave, interleave,  # noqa: E402
-                                      multi_stft)
-from apollo_jax.losses import feature_matching_loss, lsgan_d_loss, lsgan_g_loss  # noqa: E402
+from apollo_jax.gan.discriminator import Discriminator, deinterleave, interleave  # noqa: E402
+from apollo_jax.spectral import multi_stft  # noqa: E402
+from apollo_jax.gan.losses import feature_matching_loss, lsgan_d_loss, lsgan_g_loss  # noqa: E402
 from apollo_jax.training import (TrainConfig, create_train_state, make_mesh,  # noqa: E402
                                  make_train_step, shard_batch)
 from apollo_jax.training.state import make_optimizers  # noqa: E402

@@ -10,9 +10,10 @@ import pytest
 from safetensors.numpy import load_file
 
 import eval as eval_cli
-from apollo_jax import audio, interop_cli
-from apollo_jax.interop import CheckpointFormatError, load_torch_generator, save_torch_generator
-from apollo_jax.restore import main as restore_main
+from apollo_jax import audio
+from apollo_jax.cli import interop as interop_cli
+from apollo_jax.checkpoints import CheckpointFormatError, load_torch_generator, save_torch_generator
+from apollo_jax.cli.restore import main as restore_main
 from fakes import music
 from tests.conftest import TINY
 from torch_zip import write_crafted_zip, write_malicious_zip, write_torch_zip
@@ -298,8 +299,8 @@ def test_item9_stream_overwrite_never_overwrites_the_input(tmp_path, ckpt, capsy
                     *extra)
     assert_one_line_error(code, err, "input")
   with pytest.raises(SystemExit) as e:  # python -m apollo_jax.streaming as well
-    from apollo_jax import streaming
-    streaming.main([path, path, "--checkpoint", ckpt])
+    from apollo_jax.cli import stream
+    stream.main([path, path, "--checkpoint", ckpt])
   assert e.value.code == 2
   assert open(path, "rb").read() == before
 
@@ -342,7 +343,7 @@ def test_item10_signal_during_restore_cleans_up(tmp_path, ckpt, signame):
 
 def test_item11_raw_pcm_nan_is_an_error_not_propagated(params):
   import io
-  from apollo_jax import streaming
+  from apollo_jax.inference import streaming
   x = np.zeros((2, 5 * 441), np.float32)
   x[1, 3 * 441 + 7] = np.nan
   out = io.BytesIO()
@@ -395,7 +396,7 @@ def test_item16_restored_files_get_the_umask_mode(tmp_path, ckpt, capsys, params
     assert os.stat(tmp_path / "s.flac").st_mode & 0o777 == 0o640
     save_torch_generator(TINY, params, str(tmp_path / "g.safetensors"))
     assert os.stat(tmp_path / "g.safetensors").st_mode & 0o777 == 0o640
-    from apollo_jax.inference import save_generator
+    from apollo_jax.checkpoints import save_generator
     save_generator(str(tmp_path / "orbax"), TINY, params)
     assert os.stat(tmp_path / "orbax").st_mode & 0o777 == 0o750
   finally:
@@ -459,7 +460,7 @@ def _assert_params_equal(a, b):
 
 def test_item5_truncated_newest_step_falls_back_to_an_older_one(tmp_path, params, song, capsys):
   import jax
-  from apollo_jax.inference import load_generator
+  from apollo_jax.checkpoints import load_generator
   root = _manager_run(tmp_path, params)
   _truncate_files(os.path.join(root, "2", "state"))
   cfg, got = load_generator(root)
@@ -470,7 +471,7 @@ def test_item5_truncated_newest_step_falls_back_to_an_older_one(tmp_path, params
 
 
 def test_item5_corrupt_orbax_folder_is_a_one_line_error(tmp_path, params, song, capsys):
-  from apollo_jax.inference import load_generator
+  from apollo_jax.checkpoints import load_generator
   root = _manager_run(tmp_path, params)
   for step in ("1", "2"):
     _truncate_files(os.path.join(root, step, "state"))

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from apollo_jax.discriminator import Discriminator
+from apollo_jax.gan.discriminator import Discriminator
 from apollo_jax.training import (TrainConfig, create_train_state, default_train_config,
                                  lr_schedule, make_mesh, make_optimizers, make_train_step,
                                  shard_batch)

@@ -3,16 +3,16 @@
 Reads ``.safetensors`` state dicts and PyTorch zip pickles (release files
 ``{"model_name", "state_dict", "model_args"}``, Lightning checkpoints with
 ``audio_model.`` / ``discriminator.`` prefixes, bare state dicts) without importing torch
-and without executing anything from the pickle (see :mod:`apollo_jax.torch_pickle`).
+and without executing anything from the pickle (see :mod:`apollo_jax.checkpoints.torch_pickle`).
 The generator config is inferred from tensor shapes and checked for consistency.
 
-Command line (:mod:`apollo_jax.interop_cli`)::
+Command line (:mod:`apollo_jax.cli.interop`)::
 
   python -m apollo_jax.interop convert IN OUT_DIR        # published file -> orbax params
   python -m apollo_jax.interop export IN OUT.safetensors  # ours/published -> official names
-  python -m apollo_jax.interop export IN OUT.npz --format stablehlo   # apollo_jax.deploy
+  python -m apollo_jax.interop export IN OUT.npz --format stablehlo   # apollo_jax.inference.deploy
   python -m apollo_jax.interop export IN OUT.onnx --format onnx       # (optional extra)
-  python -m apollo_jax.interop compare REF.wav OURS.wav   # null test (apollo_jax.nulltest)
+  python -m apollo_jax.interop compare REF.wav OURS.wav   # null test (apollo_jax.evaluation.nulltest)
 """
 
 from __future__ import annotations
@@ -26,11 +26,12 @@ import numpy as np
 
 from apollo_jax.audio import current_umask
 from apollo_jax.config import ApolloConfig
-from apollo_jax.model import rotary_tables
-from apollo_jax.torch_pickle import CheckpointFormatError, UnsafeCheckpointError, load_torch_file
+from apollo_jax.layers import rotary_tables
+from apollo_jax.checkpoints.errors import CheckpointFormatError
+from apollo_jax.checkpoints.torch_pickle import load_torch_file
 
 __all__ = [
-    "CheckpointFormatError", "UnsafeCheckpointError", "read_state_dict",
+    "read_state_dict",
     "config_from_state_dict", "generator_params_from_state_dict",
     "generator_state_dict_from_params", "load_torch_generator", "save_torch_generator",
     "discriminator_variables_from_state_dict", "discriminator_state_dict_from_variables",
@@ -414,7 +415,7 @@ _DISC_PREFIX = "discriminators.{w}.discriminator.{j}."
 
 def _disc_layout(num_windows: int, channels: int, hidden: int) -> dict[str, tuple[int, ...]]:
   """Official discriminator names -> shapes."""
-  from apollo_jax.discriminator import STRIDES
+  from apollo_jax.gan.discriminator import STRIDES
   shapes: dict[str, tuple[int, ...]] = {}
   last = len(STRIDES) - 1
   for w in range(num_windows):
@@ -434,7 +435,7 @@ def _disc_layout(num_windows: int, channels: int, hidden: int) -> dict[str, tupl
 def discriminator_variables_from_state_dict(sd: Mapping[str, np.ndarray], num_windows: int = 7,
                                             channels: int = 2, hidden: int = 8) -> dict:
   """Official discriminator state dict -> ``{"params": ..., "spectral": ...}`` (numpy)."""
-  from apollo_jax.discriminator import STRIDES
+  from apollo_jax.gan.discriminator import STRIDES
   expected = _disc_layout(num_windows, channels, hidden)
   missing = sorted(set(expected) - set(sd))
   unexpected = sorted(set(sd) - set(expected))
@@ -514,9 +515,3 @@ def has_torch_discriminator(path: str) -> bool:
   sd, _ = read_state_dict(path)
   return discriminator_state_dict(sd) is not None
 
-
-if __name__ == "__main__":
-  # The command line lives in apollo_jax.interop_cli, above the checkpoint readers it uses
-  # (it imports inference, which imports this module); this block runs only as __main__.
-  from apollo_jax.interop_cli import main
-  raise SystemExit(main())

@@ -13,7 +13,8 @@ one line and skipped, the others restored); 2 an error that stops the run before
 is written (bad arguments, checkpoint, output location, or the only input file is bad),
 reported on one line.
 
-The library side (checkpoints, chunked overlap-add) is :mod:`apollo_jax.inference`.
+The library side is :mod:`apollo_jax.checkpoints` (every checkpoint format) and
+:mod:`apollo_jax.inference.chunked` (chunked overlap-add).
 """
 
 from __future__ import annotations
@@ -29,12 +30,15 @@ import time
 import numpy as np
 from tqdm import tqdm
 
-from apollo_jax import audio, compile_cache, inference
-from apollo_jax.inference import DEFAULT_CHUNK_SECONDS, DEFAULT_OVERLAP_SECONDS
+from apollo_jax import audio, compile_cache
+from apollo_jax import checkpoints
+from apollo_jax.cli.flags import add_checkpoint_rate_flags
+from apollo_jax.inference import chunked
+from apollo_jax.inference.chunked import DEFAULT_CHUNK_SECONDS, DEFAULT_OVERLAP_SECONDS
 from apollo_jax.signals import interrupts_as_keyboard_interrupt
 
 # What reading a file that is not a valid checkpoint can raise; reported as one line.
-CHECKPOINT_ERRORS = inference.CHECKPOINT_ERRORS
+CHECKPOINT_ERRORS = checkpoints.CHECKPOINT_ERRORS
 
 _IS_INPUT = "output path is an input file; refusing to overwrite an input"
 
@@ -61,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--checkpoint", required=True,
                  help="published PyTorch file, .safetensors, orbax params folder or training "
                       "checkpoint folder")
-  inference.add_checkpoint_rate_flags(p)
+  add_checkpoint_rate_flags(p)
   p.add_argument("--chunk-seconds", type=float, default=DEFAULT_CHUNK_SECONDS,
                  help="chunk length; bounds memory (default %(default)s s: ~1.5 GB at the "
                       "paper config on CPU)")
@@ -190,7 +194,7 @@ def _make_folders(folder: str) -> list[str]:
   return missing[::-1]
 
 
-def restore_file(job: Job, restorer: inference.ChunkedRestorer, keep_rate: bool,
+def restore_file(job: Job, restorer: chunked.ChunkedRestorer, keep_rate: bool,
                  subtype: str | None, bar=None) -> float:
   """Restores one file (streaming, atomic write); returns the seconds of audio restored.
 
@@ -231,8 +235,8 @@ def restore_file(job: Job, restorer: inference.ChunkedRestorer, keep_rate: bool,
 
 
 def _stream(args) -> int:
-  """``--stream``: hand one input to :func:`apollo_jax.streaming.run`."""
-  from apollo_jax import streaming
+  """``--stream``: hand one input to :func:`apollo_jax.cli.stream.run`."""
+  from apollo_jax.cli import stream
   try:
     if len(args.inputs) != 1:
       raise UsageError(f"--stream takes one input, got {len(args.inputs)}")
@@ -245,7 +249,7 @@ def _stream(args) -> int:
       raise UsageError(f"{args.output}: output path is the input; refusing to overwrite an input")
     if source != "-" and os.path.exists(args.output) and not args.overwrite:
       raise UsageError(f"{args.output} exists (pass --overwrite to replace it)")
-    streaming.run(source, args.output, args.checkpoint, args.causal, args.channels, args.keep_delay,
+    stream.run(source, args.output, args.checkpoint, args.causal, args.channels, args.keep_delay,
                   sample_rate=args.sample_rate, win_ms=args.win_ms)
   except (UsageError, audio.AudioError, ValueError, OSError) as e:  # run() words checkpoint errors
     print(f"error: {_one_line(e)}", file=sys.stderr)
@@ -286,14 +290,14 @@ def _restore(args: argparse.Namespace) -> int:
     _check_not_into_itself(args, jobs)
     if single and jobs[0].error:
       raise UsageError(jobs[0].error)
-    device = inference.select_device(args.device)
+    device = chunked.select_device(args.device)
     t0 = time.perf_counter()
     try:
-      cfg, params = inference.load_generator(args.checkpoint, args.sample_rate, args.win_ms)
+      cfg, params = checkpoints.load_generator(args.checkpoint, args.sample_rate, args.win_ms)
     except CHECKPOINT_ERRORS as e:
       raise UsageError(f"checkpoint {args.checkpoint}: {e}") from None
     load_s = time.perf_counter() - t0
-    restorer = inference.ChunkedRestorer(
+    restorer = chunked.ChunkedRestorer(
         cfg, params, None if args.no_chunk else args.chunk_seconds, args.overlap_seconds,
         args.batch_chunks, device)
     del params

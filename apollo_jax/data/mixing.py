@@ -13,7 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from apollo_jax import audio, codecs
+from apollo_jax import audio
+from apollo_jax.data import codecs
 from apollo_jax.data.sources import DataError
 
 # Mixes are brought to this peak before the codec, like mastered music: LAME's

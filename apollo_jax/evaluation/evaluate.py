@@ -1,9 +1,9 @@
 """Scoring restorations the way the paper reports them (Table II, Fig. 2).
 
-For every clean file and bitrate: degrade with the project's codec (:mod:`apollo_jax.codecs`),
-restore with each checkpoint (the chunked :func:`apollo_jax.inference.restore_array`, the
+For every clean file and bitrate: degrade with the project's codec (:mod:`apollo_jax.data.codecs`),
+restore with each checkpoint (the chunked :func:`apollo_jax.inference.chunked.restore_array`, the
 code path of the restore CLI), and score against the clean file with
-:mod:`apollo_jax.metrics`. The degraded input itself is scored as a system too (the "MP3"
+:mod:`apollo_jax.evaluation.metrics`. The degraded input itself is scored as a system too (the "MP3"
 row), so every table shows the gain.
 
 One row per file x bitrate x system. Rows are cached one JSON file each under
@@ -32,7 +32,8 @@ from typing import Any, Callable
 import numpy as np
 
 from apollo_jax import audio as audio_io
-from apollo_jax import codecs, metrics
+from apollo_jax.data import codecs
+from apollo_jax.evaluation import metrics
 
 MANIFEST_NAME = "manifest.csv"
 DEFAULT_CATEGORY = "all"
@@ -74,7 +75,7 @@ class EvalOptions:
     clip_seconds: score only the first this many seconds of each file (None: whole file).
     spectrograms: how many files get a clean / degraded / restored spectrogram PNG (at the
       lowest bitrate).
-    restore_kwargs: passed to ``inference.restore_array`` (chunk_seconds, overlap_seconds,
+    restore_kwargs: passed to ``chunked.restore_array`` (chunk_seconds, overlap_seconds,
       batch_chunks); empty keeps its defaults.
     progress: show a progress bar.
   """
@@ -172,9 +173,9 @@ def load_systems(checkpoints: list[str], codec: str, sample_rate: int | None = N
   systems = [System(codec.upper())]
   names = {systems[0].name}
   for ckpt in checkpoints:
-    from apollo_jax import inference  # The model loads only when there is one to restore with.
+    from apollo_jax.checkpoints import load_generator  # Loads only when there is a model.
     try:
-      cfg, params = inference.load_generator(ckpt, sample_rate, win_ms)
+      cfg, params = load_generator(ckpt, sample_rate, win_ms)
     except Exception as e:  # Any failure here is the user's checkpoint: say so in one line.
       raise EvalError(f"cannot load checkpoint {ckpt}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
     stem = os.path.splitext(os.path.basename(os.path.normpath(ckpt)))[0] or "model"
@@ -256,8 +257,8 @@ class EvalResult:
 
 
 def _restore(system: System, degraded: np.ndarray, opts: EvalOptions) -> np.ndarray:
-  from apollo_jax import inference
-  out = inference.restore_array(system.params, system.cfg, degraded, **dict(opts.restore_kwargs))
+  from apollo_jax.inference import chunked
+  out = chunked.restore_array(system.params, system.cfg, degraded, **dict(opts.restore_kwargs))
   return np.asarray(out, np.float32)
 
 
@@ -268,7 +269,7 @@ def evaluate(items: list[Item], systems: list[System], out_dir: str, opts: EvalO
   Returns the rows in (file, bitrate, system) order and the skipped files with reasons.
   """
   from tqdm import tqdm
-  from apollo_jax import eval_report  # matplotlib only when there is something to plot.
+  from apollo_jax.evaluation import report as eval_report  # matplotlib only when there is something to plot.
   cache_dir = os.path.join(out_dir, "cache")
   spec_dir = os.path.join(out_dir, "spectrograms")
   os.makedirs(cache_dir, exist_ok=True)
@@ -375,9 +376,9 @@ def run(checkpoints: list[str], data_dir: str, out_dir: str, opts: EvalOptions,
 
   Without checkpoints ``sample_rate`` (default 44100) is the rate the codec alone is scored
   at; with checkpoints it and ``win_ms`` are the rate and window of state dicts that do not
-  record them (see ``inference.load_generator``), and the checkpoints' rate is used.
+  record them (see ``checkpoints.load_generator``), and the checkpoints' rate is used.
   """
-  from apollo_jax import eval_report
+  from apollo_jax.evaluation import report as eval_report
   if os.path.exists(out_dir) and not os.path.isdir(out_dir):
     raise EvalError(f"--out {out_dir} is an existing file; it must be a folder (new or "
                     f"from an earlier run)")

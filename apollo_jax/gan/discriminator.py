@@ -32,8 +32,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from apollo_jax import spectral
-from apollo_jax.model import torch_uniform
+from apollo_jax.spectral import multi_stft
+from apollo_jax.layers import torch_uniform
 
 WINDOWS = (32, 64, 128, 256, 512, 1024, 2048)
 EPS = float(np.finfo(np.float32).eps)  # input power normalisation
@@ -45,11 +45,6 @@ _HIGHEST = jax.lax.Precision.HIGHEST
 Spectra = tuple[jnp.ndarray, ...]
 Scores = tuple[jnp.ndarray, ...]
 Features = tuple[tuple[jnp.ndarray, ...], ...]
-
-
-def multi_stft(x: jnp.ndarray, windows: Sequence[int] = WINDOWS) -> Spectra:
-  """STFT of ``x (..., samples)`` for each window: ``(..., window // 2 + 1, frames)`` complex."""
-  return tuple(spectral.stft(x, w, w // 2) for w in windows)
 
 
 def root_energy(x: jnp.ndarray) -> jnp.ndarray:
@@ -217,7 +212,7 @@ class Discriminator(nn.Module):
   samples) in eval mode; ``apply(..., x, train=True, mutable=["spectral"])`` also runs one
   power iteration per spectrally normalised conv and returns the new ``spectral`` state.
 
-  ``spectra`` may pass precomputed :func:`multi_stft` of the *raw* ``x`` (e.g. shared with
+  ``spectra`` may pass precomputed :func:`apollo_jax.spectral.multi_stft` of the *raw* ``x`` (e.g. shared with
   the reconstruction loss); the power normalisation is then applied to them (STFT is
   linear). Returns ``(scores, features)``: per window the final map
   ``(batch, f', t', 1)`` and a tuple of six hidden maps ``(batch, f_j, t_j, c_j)``.

@@ -6,7 +6,7 @@ import dataclasses
 import json
 from typing import Any, Mapping
 
-from apollo_jax.discriminator import WINDOWS
+from apollo_jax.gan.discriminator import WINDOWS
 
 
 @dataclasses.dataclass(frozen=True)

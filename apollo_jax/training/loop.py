@@ -30,7 +30,7 @@ import ml_collections
 import numpy as np
 import tqdm
 
-from apollo_jax import metrics as quality
+from apollo_jax.evaluation import metrics as quality
 from apollo_jax.config import ApolloConfig
 from apollo_jax.data import pipeline
 from apollo_jax.data import validation as val_data
@@ -82,7 +82,7 @@ def _init_generator(config, gen_cfg: ApolloConfig):
   """Generator params to start from (``config.init_from``), or None for a random init."""
   if not config.init_from:
     return None
-  from apollo_jax.inference import load_generator
+  from apollo_jax.checkpoints import load_generator
   # The config's rate and window stand in for --sample-rate / --win-ms: a bare state dict
   # is read at them, and a file that records others is refused.
   cfg, params = load_generator(config.init_from, gen_cfg.sample_rate, gen_cfg.win_ms)
@@ -97,10 +97,10 @@ def _init_generator(config, gen_cfg: ApolloConfig):
 def _init_discriminator(config, train_cfg: TrainConfig):
   """The discriminator of an ``init_from`` training file (Lightning ``discriminator.``), or
   ``(None, None)``, so fine-tuning starts from a trained D when the file has one."""
-  from apollo_jax import interop
-  if not config.init_from or not interop.has_torch_discriminator(config.init_from):
+  from apollo_jax.checkpoints import published
+  if not config.init_from or not published.has_torch_discriminator(config.init_from):
     return None, None
-  d = interop.load_torch_discriminator(config.init_from, len(train_cfg.windows), train_cfg.channels)
+  d = published.load_torch_discriminator(config.init_from, len(train_cfg.windows), train_cfg.channels)
   log.info("init_from: discriminator loaded from %s", config.init_from)
   return d["params"], d["spectral"]
 

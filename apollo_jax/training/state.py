@@ -12,7 +12,7 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from apollo_jax.config import ApolloConfig
-from apollo_jax.discriminator import init_discriminator
+from apollo_jax.gan.discriminator import init_discriminator
 from apollo_jax.model import init_params
 from apollo_jax.training.config import TrainConfig
 

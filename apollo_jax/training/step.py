@@ -29,10 +29,11 @@ from jax.flatten_util import ravel_pytree
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 from apollo_jax.config import ApolloConfig
-from apollo_jax.discriminator import Discriminator, deinterleave, interleave, multi_stft
-from apollo_jax.losses import (feature_matching_loss, lsgan_d_loss, lsgan_g_loss,
-                               stft_magnitude_loss)
+from apollo_jax.gan.discriminator import Discriminator, deinterleave, interleave
+from apollo_jax.gan.losses import (feature_matching_loss, lsgan_d_loss, lsgan_g_loss,
+                                   stft_magnitude_loss)
 from apollo_jax.model import Apollo
+from apollo_jax.spectral import multi_stft
 from apollo_jax.training.config import TrainConfig
 from apollo_jax.training.state import TrainState, lr_schedule, make_optimizers
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 import numbers
 from typing import Any
 
-from apollo_jax import audio, codecs
+from apollo_jax import audio
+from apollo_jax.data import codecs
 from apollo_jax.config import ApolloConfig
 from apollo_jax.training.config import TrainConfig
 
