@@ -142,12 +142,13 @@ def test_stream_file_round_trip(params, tmp_path):
 
 
 def test_command_line_on_files(params, tmp_path, capsys):
-  from apollo_jax.checkpoints.published import save_torch_generator
+  from apollo_jax.checkpoints import save_torch_generator
+  from apollo_jax.cli import stream
   save_torch_generator(CAUSAL, params, str(tmp_path / "g.safetensors"))
   x = signal((2, 9 * HOP + 123), seed=7) * 0.5
   audio.save(str(tmp_path / "in.wav"), x, 44100)
-  st.main([str(tmp_path / "in.wav"), str(tmp_path / "out.wav"),
-           "--checkpoint", str(tmp_path / "g.safetensors"), "--causal"])
+  stream.main([str(tmp_path / "in.wav"), str(tmp_path / "out.wav"),
+               "--checkpoint", str(tmp_path / "g.safetensors"), "--causal"])
   assert "latency 882 samples = 20 ms" in capsys.readouterr().err
   y, _ = audio.load(str(tmp_path / "out.wav"))
   assert_matches(y, offline(CAUSAL, params, x[None])[0])
