@@ -100,7 +100,7 @@ def timed(fn, *args, repeats: int) -> tuple[float, float, list[float]]:
 def breakdown(gen_cfg: ApolloConfig, cfg: TrainConfig, state, target, degraded, repeats: int):
   """Times the parts of the step as separate jitted functions: (name, compile s, median s)."""
   gen = Apollo(gen_cfg)
-  disc = Discriminator(cfg.windows, cfg.channels, compute_dtype=cfg.compute_dtype)
+  disc = Discriminator(cfg.windows, cfg.channels, compute_dtype=gen_cfg.compute_dtype)
   groups = 2 if cfg.spectral_norm_updates_per_step == 4 else 1
   variables = {"params": state.disc_params, "spectral": state.disc_spectral}
   forward = lambda p, x: gen.apply({"params": p}, x)
@@ -202,8 +202,7 @@ def main(argv=None) -> None:
     gen_cfg = ApolloConfig(feature_dim=args.feature_dim, num_layers=args.layers,
                            remat=args.remat, chunk_rows=args.chunk_rows,
                            compute_dtype=args.compute_dtype)
-    cfg = TrainConfig(compute_dtype=args.compute_dtype,
-                      spectral_norm_updates_per_step=args.sn_updates)
+    cfg = TrainConfig(spectral_norm_updates_per_step=args.sn_updates)
   # The reference first, while this process is small: a child's peak RSS (ru_maxrss)
   # starts from the pages it shared with its parent.
   ref = torch_reference(args) if args.torch_ref else None

@@ -538,6 +538,38 @@ def test_item3_shipped_configs_pass_the_checks():
     check_config(apollo.get_config(variant))
 
 
+SHARED = [("model.sample_rate", 48000, "data.sample_rate"), ("data.sample_rate", 48000, "model.sample_rate"),
+          ("data.channels", 1, "train.channels"), ("train.channels", 1, "data.channels")]
+
+
+@pytest.mark.parametrize("field,value,other", SHARED, ids=[f"{f}={v}" for f, v, _ in SHARED])
+def test_issue12_model_data_and_train_must_agree(field, value, other):
+  # Issue 12 item 2: a field two parts of the config hold is derived in configs/apollo.py;
+  # overriding one side only fails at start-up, naming both fields, in one line.
+  sys.path.insert(0, REPO)
+  from configs import apollo
+  from apollo_jax.training.validate import ConfigError, check_config
+  config = apollo.get_config("demo")
+  set_field = lambda c, dotted, v: c[dotted.split(".")[0]].__setitem__(dotted.split(".")[1], v)
+  set_field(config, field, value)
+  with pytest.raises(ConfigError) as e:
+    check_config(config)
+  message = str(e.value)
+  assert f"config.{field}={value}" in message and f"config.{other}=" in message, message
+  assert "disagree" in message and "\n" not in message
+  set_field(config, other, value)  # both set: training starts
+  check_config(config)
+
+
+def test_issue12_compute_dtype_has_one_owner():
+  # The model config owns the matmul dtype (both networks use it); a train config written
+  # before the move says where the field went instead of "unknown field".
+  from apollo_jax.training.config import TrainConfig
+  assert "compute_dtype" not in TrainConfig().to_dict()
+  with pytest.raises(ValueError, match="config.model.compute_dtype"):
+    TrainConfig.from_dict({"compute_dtype": "bfloat16"})
+
+
 def test_item3_train_py_refuses_a_bad_field_in_one_line_before_compiling(tmp_path):
   import time
   start = time.time()

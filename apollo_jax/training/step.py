@@ -19,7 +19,6 @@ optimiser state kept, ``nonfinite_*`` counter incremented).
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Callable
 
 import jax
@@ -96,8 +95,8 @@ def train_step_fn(gen_cfg: ApolloConfig, cfg: TrainConfig) -> StepFn:
   ``loss_d, loss_g, loss_g_rec, loss_g_adv, loss_g_fm, grad_norm_d, grad_norm_g`` (before
   clipping), ``lr_d, lr_g`` (used this step), ``nonfinite_d, nonfinite_g`` (totals).
   """
-  gen = Apollo(dataclasses.replace(gen_cfg, compute_dtype=cfg.compute_dtype))
-  disc = Discriminator(cfg.windows, cfg.channels, compute_dtype=cfg.compute_dtype)
+  gen = Apollo(gen_cfg)
+  disc = Discriminator(cfg.windows, cfg.channels, compute_dtype=gen_cfg.compute_dtype)
   tx_g, tx_d = make_optimizers(cfg)
   sched_g, sched_d = lr_schedule(cfg.g_lr, cfg), lr_schedule(cfg.d_lr, cfg)
   # D update: fake and real go through D together, interleaved. Published (4 updates): the
