@@ -52,15 +52,20 @@ log = logging.getLogger(__name__)
 
 _GENERATOR_KEYS = {"band_split", "band_merge", "block_0"}
 _OPTIMIZER_KEYS = {"opt_state", "mu", "nu"}
-_PARAMS_ITEM = "params"
-_CONFIG_FILE = "config.json"
+# Names shared by the writers (save_generator, apollo_jax.training.checkpoint) and the
+# readers below, so a training run's folders are read where they are written.
+PARAMS_ITEM = "params"          # <dir>/params: the generator params of a params folder
+CONFIG_FILE = "config.json"     # the generator's ApolloConfig beside the params / steps
+RUN_CHECKPOINTS = "checkpoints"  # <workdir>/checkpoints of a train.py run
+LAST, BEST = "last", "best"      # its CheckpointManager roots: the newest steps, the best one
+STATE_ITEM, DATA_ITEM, META_ITEM = "state", "data", "meta"  # the items of a training step
 
 
 def load_orbax_generator(checkpoint: str) -> tuple[ApolloConfig, dict]:
   """Generator ``(config, params)`` from any orbax layout in the module docstring."""
-  runs = os.path.join(checkpoint, "checkpoints")
+  runs = os.path.join(checkpoint, RUN_CHECKPOINTS)
   if os.path.isdir(runs):  # A train.py work directory: its best checkpoint, else the latest.
-    for sub in ("best", "last"):
+    for sub in (BEST, LAST):
       if os.path.isdir(os.path.join(runs, sub)) and _step_dirs(os.path.join(runs, sub)):
         return _load_orbax(os.path.join(os.path.abspath(runs), sub))
   return _load_orbax(os.path.abspath(checkpoint))
@@ -81,9 +86,9 @@ def save_generator(directory: str, cfg: ApolloConfig, params: Mapping, overwrite
   try:
     params = jax.tree.map(lambda a: np.asarray(a, np.float32), dict(params))
     with ocp.StandardCheckpointer() as ckptr:
-      ckptr.save(os.path.join(tmp, _PARAMS_ITEM), params)
+      ckptr.save(os.path.join(tmp, PARAMS_ITEM), params)
       ckptr.wait_until_finished()
-    with open(os.path.join(tmp, _CONFIG_FILE), "w") as f:
+    with open(os.path.join(tmp, CONFIG_FILE), "w") as f:
       f.write(cfg.to_json())
     os.chmod(tmp, 0o777 & ~current_umask())  # not mkdtemp's 0700
     if os.path.exists(directory):
@@ -152,10 +157,10 @@ def _read_config(step_dir: str) -> ApolloConfig:
   """The generator config for a step folder (see the module docstring for the places)."""
   parent = os.path.dirname(step_dir)
   grand = os.path.dirname(parent)
-  places = [os.path.join(step_dir, _CONFIG_FILE), os.path.join(step_dir, "config", "metadata"),
-            os.path.join(parent, _CONFIG_FILE)]
+  places = [os.path.join(step_dir, CONFIG_FILE), os.path.join(step_dir, "config", "metadata"),
+            os.path.join(parent, CONFIG_FILE)]
   if _is_pytree_item(step_dir):  # pointed at the params item: config sits beside it
-    places.append(os.path.join(grand, _CONFIG_FILE))
+    places.append(os.path.join(grand, CONFIG_FILE))
   for place in places:
     if os.path.isfile(place):
       try:

@@ -1,5 +1,9 @@
 """Training checkpoints: orbax ``CheckpointManager`` wiring for the whole run state.
 
+The writer of a run's checkpoints; the readers are :meth:`Checkpoints.restore_latest`
+(resuming) and :func:`apollo_jax.checkpoints.load_generator` (restore, eval, init_from),
+which share the folder and item names of :mod:`apollo_jax.checkpoints.orbax`.
+
 Layout under ``<workdir>/checkpoints``::
 
   last/<step>/{state, data, meta}   the most recent ``keep`` checkpoints (resume from here)
@@ -24,12 +28,17 @@ import grain
 import jax
 import orbax.checkpoint as ocp
 
+from apollo_jax.checkpoints.errors import CheckpointFormatError
+from apollo_jax.checkpoints.orbax import (BEST, CONFIG_FILE, DATA_ITEM, LAST, META_ITEM,
+                                          RUN_CHECKPOINTS, STATE_ITEM)
+
 log = logging.getLogger(__name__)
 
 
-class ResumeError(RuntimeError):
+class ResumeError(CheckpointFormatError):
   """The run has checkpoints but none can be read: resuming or starting over would both be
-  wrong without the user's say (the message names what to delete)."""
+  wrong without the user's say (the message names what to delete). A CheckpointFormatError,
+  the one error of an unreadable checkpoint."""
 
 
 class Checkpoints:
@@ -37,27 +46,29 @@ class Checkpoints:
 
   def __init__(self, workdir: str, keep: int, gen_config_json: str):
     self.workdir = os.path.abspath(workdir)
-    self.root = root = os.path.join(self.workdir, "checkpoints")
+    self.root = root = os.path.join(self.workdir, RUN_CHECKPOINTS)
     self.last = ocp.CheckpointManager(
-        os.path.join(root, "last"), item_names=("state", "data", "meta"),
+        os.path.join(root, LAST), item_names=(STATE_ITEM, DATA_ITEM, META_ITEM),
         options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
     self.best = ocp.CheckpointManager(
-        os.path.join(root, "best"), item_names=("state", "meta"),
+        os.path.join(root, BEST), item_names=(STATE_ITEM, META_ITEM),
         options=ocp.CheckpointManagerOptions(max_to_keep=1, create=True))
     if jax.process_index() == 0:
-      for folder in ("last", "best"):
-        with open(os.path.join(root, folder, "config.json"), "w") as f:
+      for folder in (LAST, BEST):
+        with open(os.path.join(root, folder, CONFIG_FILE), "w") as f:
           f.write(gen_config_json)
 
   def save(self, step: int, state: Any, data_iterator: Any, meta: dict[str, Any],
            best: bool = False) -> None:
     """Writes ``state`` (+ data position and ``meta``); also as the best one if ``best``."""
-    self.last.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state), data=grain.checkpoint.CheckpointSave(data_iterator),
-        meta=ocp.args.JsonSave(meta)), force=True)
+    self.last.save(step, args=ocp.args.Composite(**{
+        STATE_ITEM: ocp.args.StandardSave(state),
+        DATA_ITEM: grain.checkpoint.CheckpointSave(data_iterator),
+        META_ITEM: ocp.args.JsonSave(meta)}), force=True)
     if best:
-      self.best.save(step, args=ocp.args.Composite(
-          state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=True)
+      self.best.save(step, args=ocp.args.Composite(**{
+          STATE_ITEM: ocp.args.StandardSave(state), META_ITEM: ocp.args.JsonSave(meta)}),
+          force=True)
 
   def restore_latest(self, abstract_state: Any, data_iterator: Any
                      ) -> tuple[Any, dict[str, Any]] | None:
@@ -73,10 +84,10 @@ class Checkpoints:
     unreadable, reasons = [], []
     for step in sorted(self.last.all_steps(), reverse=True):
       try:
-        restored = self.last.restore(step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract_state),
-            data=grain.checkpoint.CheckpointRestore(data_iterator),
-            meta=ocp.args.JsonRestore()))
+        restored = self.last.restore(step, args=ocp.args.Composite(**{
+            STATE_ITEM: ocp.args.StandardRestore(abstract_state),
+            DATA_ITEM: grain.checkpoint.CheckpointRestore(data_iterator),
+            META_ITEM: ocp.args.JsonRestore()}))
       except Exception as e:  # Any unreadable checkpoint: fall back to an older one.
         log.warning("checkpoint at step %d is unreadable (%s: %s); trying an older one",
                     step, type(e).__name__, str(e).splitlines()[0][:200])
@@ -85,12 +96,12 @@ class Checkpoints:
         continue
       for bad in unreadable:  # Those steps will be trained and saved again.
         self.last.delete(bad)
-      return restored["state"], dict(restored["meta"])
+      return restored[STATE_ITEM], dict(restored[META_ITEM])
     if unreadable:
       folder = self.root
       raise ResumeError(
           f"no checkpoint of this run can be read: steps {', '.join(map(str, unreadable))} in "
-          f"{os.path.join(folder, 'last')} are all unreadable (newest: {reasons[0]}). Nothing "
+          f"{os.path.join(folder, LAST)} are all unreadable (newest: {reasons[0]}). Nothing "
           f"was trained. To start the run over, delete {folder}, "
           f"{os.path.join(self.workdir, 'metrics.jsonl')} and "
           f"{os.path.join(self.workdir, 'tensorboard')} (or use a new --workdir)")
