@@ -20,10 +20,38 @@ class AudioError(ValueError):
   """A file that cannot be used as audio (missing, empty, corrupt, non-finite...)."""
 
 
-# Formats libsndfile reads directly (seekable, partial reads); others go through PyAV.
+# Formats libsndfile reads directly (seekable, partial reads; training stems); others go
+# through PyAV. The one list of extensions: restore, eval and the data scan all use these.
 SOUNDFILE_EXTS = {".wav", ".flac", ".ogg", ".aiff", ".aif"}
 AUDIO_EXTS = SOUNDFILE_EXTS | {".mp3", ".m4a", ".aac", ".opus", ".mp4", ".webm", ".wma"}
 WRITE_EXTS = {".wav", ".flac"}
+
+
+def is_audio_name(name: str, exts: Iterable[str] = AUDIO_EXTS) -> bool:
+  """A visible file name (no leading ``.``) whose extension, in any case, is in ``exts``."""
+  return not name.startswith(".") and os.path.splitext(name)[1].lower() in exts
+
+
+def find_audio(folder: str, exts: Iterable[str] = AUDIO_EXTS, exclude: str | None = None,
+               onerror=None) -> list[str]:
+  """Audio files under ``folder``, recursively: paths in walk order, folders and files each
+  sorted by name. Hidden files and folders (a leading ``.``, e.g. our own temporary
+  outputs) and the folder ``exclude`` (an absolute path) are skipped; a subfolder that
+  cannot be listed goes to ``onerror`` (as in ``os.walk``; by default it is passed over).
+  """
+  out = []
+  for root, dirs, files in os.walk(folder, onerror=onerror):
+    dirs[:] = sorted(d for d in dirs if not d.startswith(".") and not (
+        exclude and os.path.abspath(os.path.join(root, d)) == exclude))
+    out += [os.path.join(root, f) for f in sorted(files) if is_audio_name(f, exts)]
+  return out
+
+
+def fit_length(x: np.ndarray, samples: int) -> np.ndarray:
+  """``x (channels, n)`` cropped at the end or zero-padded there to ``samples`` (never wraps)."""
+  if x.shape[1] >= samples:
+    return x[:, :samples]
+  return np.pad(x, ((0, 0), (0, samples - x.shape[1])))
 
 # What libsndfile (through soundfile) raises for a file it cannot handle; soundfile's own
 # checks raise ValueError (e.g. "frames must be specified for non-seekable files").

@@ -267,6 +267,13 @@ class Apollo(nn.Module):
     return out.reshape(batch, channels, samples)
 
 
+def jit_forward(cfg: ApolloConfig):
+  """The generator as one jitted function ``(params, x) -> restored``, ``x`` float32
+  ``(batch, channels, samples)`` -> same shape (the one forward of inference, validation
+  and the benchmarks)."""
+  return jax.jit(lambda params, x: Apollo(cfg).apply({"params": params}, x))
+
+
 def init_params(cfg: ApolloConfig, rng: jax.Array) -> dict:
   """Random parameters (PyTorch-style init), traced on a short dummy input."""
   x = jnp.zeros((1, 1, 2 * cfg.n_fft), jnp.float32)

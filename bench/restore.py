@@ -41,7 +41,8 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from apollo_jax import Apollo, ApolloConfig, audio, init_params  # noqa: E402
+from apollo_jax import ApolloConfig, audio, init_params  # noqa: E402
+from apollo_jax.model import jit_forward  # noqa: E402
 from apollo_jax.data import codecs  # noqa: E402
 from apollo_jax.checkpoints import load_generator, save_torch_generator  # noqa: E402
 from apollo_jax.inference.chunked import (DEFAULT_CHUNK_SECONDS, DEFAULT_OVERLAP_SECONDS,  # noqa: E402
@@ -77,7 +78,7 @@ _CLI_WITH_PEAK = ("import sys; from apollo_jax.cli.restore import main; code = m
 def bare_forward(cfg, params, batch: int, length: int, reps: int) -> float:
   """Seconds per call of the jitted forward on ``(batch, 1, length)`` (compiled first)."""
   x = np.random.default_rng(0).standard_normal((batch, 1, length)).astype(np.float32) * 0.1
-  f = jax.jit(lambda p, x: Apollo(cfg).apply({"params": p}, x))
+  f = jit_forward(cfg)
   jax.block_until_ready(f(params, x))  # compile + first run
   t = time.perf_counter()
   for _ in range(reps):

@@ -115,12 +115,7 @@ def collect_inputs(paths: list[str], exclude: str | None = None) -> list[tuple[s
       found.append((path, os.path.splitext(os.path.basename(path))[0]))
     elif os.path.isdir(path):
       base = "" if single_folder else os.path.basename(os.path.normpath(os.path.abspath(path)))
-      files = []
-      for root, dirs, names in os.walk(path):
-        dirs[:] = sorted(d for d in dirs if not (
-            exclude and os.path.abspath(os.path.join(root, d)) == exclude))
-        files += [os.path.join(root, n) for n in sorted(names)
-                  if os.path.splitext(n)[1].lower() in audio.AUDIO_EXTS and not n.startswith(".")]
+      files = audio.find_audio(path, exclude=exclude)
       if not files:
         raise UsageError(
             f"{path}: folder contains no audio files ({', '.join(sorted(audio.AUDIO_EXTS))})")

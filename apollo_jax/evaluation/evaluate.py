@@ -139,15 +139,10 @@ def find_items(data_dir: str, manifest: str | None = None) -> list[Item]:
     manifest = os.path.join(data_dir, MANIFEST_NAME)
   categories = read_manifest(manifest) if manifest else {}
   items = []
-  for root, dirs, files in os.walk(data_dir):
-    dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-    for f in sorted(files):
-      if os.path.splitext(f)[1].lower() not in audio_io.AUDIO_EXTS:
-        continue
-      path = os.path.join(root, f)
-      name = os.path.relpath(path, data_dir).replace(os.sep, "/")
-      cat = categories.get(name, "other") if categories else DEFAULT_CATEGORY
-      items.append(Item(path, name, cat))
+  for path in audio_io.find_audio(data_dir):
+    name = os.path.relpath(path, data_dir).replace(os.sep, "/")
+    cat = categories.get(name, "other") if categories else DEFAULT_CATEGORY
+    items.append(Item(path, name, cat))
   if not items:
     raise EvalError(f"no audio files ({', '.join(sorted(audio_io.AUDIO_EXTS))}) found in {data_dir}")
   return items

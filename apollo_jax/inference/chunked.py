@@ -37,7 +37,7 @@ import numpy as np
 
 from apollo_jax.audio import AudioError
 from apollo_jax.config import ApolloConfig
-from apollo_jax.model import Apollo, init_params
+from apollo_jax.model import init_params, jit_forward
 
 log = logging.getLogger(__name__)
 
@@ -80,8 +80,7 @@ def _compiled_forward(cfg: ApolloConfig, shape: tuple[int, int, int], device: ja
   sharding = jax.sharding.SingleDeviceSharding(device)
   spec = lambda shape: jax.ShapeDtypeStruct(shape, jnp.float32, sharding=sharding)
   params = jax.eval_shape(lambda: init_params(cfg, jax.random.PRNGKey(0)))
-  forward = jax.jit(lambda params, x: Apollo(cfg).apply({"params": params}, x))
-  return forward.lower(jax.tree.map(lambda a: spec(a.shape), params), spec(shape)).compile()
+  return jit_forward(cfg).lower(jax.tree.map(lambda a: spec(a.shape), params), spec(shape)).compile()
 
 
 # ---------------------------------------------------------------------------------------
