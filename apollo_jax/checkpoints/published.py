@@ -273,19 +273,25 @@ def _rotary_keys(cfg: ApolloConfig) -> list[str]:
   return [f"net.{l}.band_net.{n}" for l in range(cfg.num_layers) for n in ("cos_freq", "sin_freq")]
 
 
-def generator_params_from_state_dict(sd: Mapping[str, np.ndarray], cfg: ApolloConfig) -> dict:
-  """Official generator state dict -> our parameter tree (numpy float32 arrays)."""
-  expected = _expected_shapes(cfg)
+def _check_layout(sd: Mapping[str, np.ndarray], expected: Mapping[str, tuple[int, ...]],
+                  what: str, against: str, ignored: Any = ()) -> None:
+  """CheckpointFormatError unless ``sd`` has exactly the ``expected`` keys (plus ``ignored``
+  ones) with the expected shapes; ``what``/``against`` word the message."""
   missing = sorted(set(expected) - set(sd))
-  unexpected = sorted(set(sd) - set(expected) - set(_rotary_keys(cfg)))
+  unexpected = sorted(set(sd) - set(expected) - set(ignored))
   if missing or unexpected:
     raise CheckpointFormatError(
-        f"generator state dict does not match {cfg}: missing {missing[:5]}"
+        f"{what} state dict does not match {against}: missing {missing[:5]}"
         f"{'...' if len(missing) > 5 else ''}, unexpected {unexpected[:5]}"
         f"{'...' if len(unexpected) > 5 else ''}")
   bad = [f"{k}: {tuple(sd[k].shape)} != {s}" for k, s in expected.items() if tuple(sd[k].shape) != s]
   if bad:
-    raise CheckpointFormatError("generator tensor shapes are inconsistent: " + "; ".join(bad[:5]))
+    raise CheckpointFormatError(f"{what} tensor shapes are inconsistent: " + "; ".join(bad[:5]))
+
+
+def generator_params_from_state_dict(sd: Mapping[str, np.ndarray], cfg: ApolloConfig) -> dict:
+  """Official generator state dict -> our parameter tree (numpy float32 arrays)."""
+  _check_layout(sd, _expected_shapes(cfg), "generator", f"{cfg}", ignored=_rotary_keys(cfg))
   t = {k: np.asarray(v, np.float32) for k, v in sd.items()}
   n = cfg.num_bands
   eq = range(n - 1)
@@ -436,17 +442,8 @@ def discriminator_variables_from_state_dict(sd: Mapping[str, np.ndarray], num_wi
                                             channels: int = 2, hidden: int = 8) -> dict:
   """Official discriminator state dict -> ``{"params": ..., "spectral": ...}`` (numpy)."""
   from apollo_jax.gan.discriminator import STRIDES
-  expected = _disc_layout(num_windows, channels, hidden)
-  missing = sorted(set(expected) - set(sd))
-  unexpected = sorted(set(sd) - set(expected))
-  if missing or unexpected:
-    raise CheckpointFormatError(
-        f"discriminator state dict does not match {num_windows} windows, {channels} channels, "
-        f"hidden {hidden}: missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
-        f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}")
-  bad = [f"{k}: {tuple(sd[k].shape)} != {s}" for k, s in expected.items() if tuple(sd[k].shape) != s]
-  if bad:
-    raise CheckpointFormatError("discriminator tensor shapes are inconsistent: " + "; ".join(bad[:5]))
+  _check_layout(sd, _disc_layout(num_windows, channels, hidden), "discriminator",
+                f"{num_windows} windows, {channels} channels, hidden {hidden}")
   params: dict[str, Any] = {}
   spectral: dict[str, Any] = {}
   last = len(STRIDES) - 1

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 from typing import Any, Mapping
 
+from apollo_jax.config import JsonConfig
 from apollo_jax.gan.discriminator import WINDOWS
 
 
 @dataclasses.dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(JsonConfig):
   """Training-step knobs. Defaults reproduce the published recipe (SPEC.md, "Losses").
 
   Attributes:
@@ -72,28 +72,14 @@ class TrainConfig:
       if len(getattr(self, name)) != 2:
         raise ValueError(f"{name} must have two values, got {getattr(self, name)}")
 
-  def to_dict(self) -> dict[str, Any]:
-    return dataclasses.asdict(self)
-
-  def to_json(self) -> str:
-    return json.dumps(self.to_dict(), indent=1, sort_keys=True)
-
   @classmethod
   def from_dict(cls, d: Mapping[str, Any]) -> "TrainConfig":
-    names = {f.name for f in dataclasses.fields(cls)}
     if "compute_dtype" in d:  # a config written before the field moved (one owner)
       raise ValueError(
           "compute_dtype is no longer a TrainConfig field: it is the model's "
           "(config.model.compute_dtype, ApolloConfig), which sets the dtype of both networks; "
           f"move train.compute_dtype={d['compute_dtype']!r} there")
-    unknown = set(d) - names
-    if unknown:
-      raise ValueError(f"unknown TrainConfig fields: {sorted(unknown)}")
-    return cls(**d)
-
-  @classmethod
-  def from_json(cls, text: str) -> "TrainConfig":
-    return cls.from_dict(json.loads(text))
+    return super().from_dict(d)
 
 
 def default_train_config() -> TrainConfig:
