@@ -48,7 +48,7 @@ def find_audio(folder: str, exts: Iterable[str] = AUDIO_EXTS, exclude: str | Non
 
 
 def fit_length(x: np.ndarray, samples: int) -> np.ndarray:
-  """``x (channels, n)`` cropped at the end or zero-padded there to ``samples`` (never wraps)."""
+  """``x (channels, n)`` cropped at the end or zero-padded there to ``samples`` samples (never wraps)."""
   if x.shape[1] >= samples:
     return x[:, :samples]
   return np.pad(x, ((0, 0), (0, samples - x.shape[1])))
@@ -143,7 +143,7 @@ def _check_complete(path: str, frames: int, rate: int) -> None:
 
 
 def _av_blocks(container, stream) -> Iterator[np.ndarray]:
-  """Decoded frames of ``stream`` as float32 ``(channels, n)``, integer formats scaled to [-1, 1)."""
+  """Decoded frames of ``stream`` as float32 ``(channels, samples)``, integer formats scaled to [-1, 1)."""
   for frame in container.decode(stream):
     a = frame.to_ndarray()
     channels = len(frame.layout.channels)
@@ -219,7 +219,7 @@ def info(path: str) -> tuple[int, int, int]:
 
 def resample_stream(blocks: Iterable[np.ndarray], rate: int, target_rate: int,
                     channels: int) -> Iterator[np.ndarray]:
-  """Resamples a stream of ``(channels, n)`` blocks (soxr HQ, streaming).
+  """Resamples a stream of ``(channels, samples)`` blocks (soxr HQ, streaming).
 
   The output concatenates to exactly ``resample`` of the concatenated input.
   """
@@ -249,7 +249,7 @@ def resample(audio: np.ndarray, rate: int, target_rate: int) -> np.ndarray:
 
 
 class Reader:
-  """Streams a file as float32 ``(channels, n)`` blocks in bounded memory.
+  """Streams a file as float32 ``(channels, samples)`` blocks in bounded memory.
 
   Usage::
 
@@ -352,7 +352,7 @@ class Reader:
 
   def blocks(self, block_frames: int = 65536, start: int = 0,
              frames: int = -1) -> Iterator[np.ndarray]:
-    """Yields ``(channels, n)`` float32 blocks at ``sample_rate``.
+    """Yields ``(channels, samples)`` float32 blocks at ``sample_rate``.
 
     ``start`` and ``frames`` select a part in the file's own samples (seeking when
     soundfile reads the format). When the iteration ends, ``file_samples`` holds the number
@@ -427,7 +427,7 @@ def check_output_format(path: str, subtype: str | None = None) -> str:
 
 
 class Writer:
-  """Writes ``(channels, n)`` blocks to WAV or FLAC atomically.
+  """Writes ``(channels, samples)`` blocks to WAV or FLAC atomically.
 
   Blocks go to a hidden temp file in the target folder, renamed onto ``path`` when the
   ``with`` block ends without an exception; on an exception (or :meth:`abort`) the temp

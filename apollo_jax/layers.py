@@ -61,8 +61,8 @@ def apply_rotary(x: jnp.ndarray, cos: np.ndarray, sin: np.ndarray) -> jnp.ndarra
   """Rotates interleaved pairs: (x0, x1) -> (x0 cos - x1 sin, x1 cos + x0 sin).
 
   Args:
-    x: (..., positions, heads, head_dim).
-    cos, sin: (positions, head_dim).
+    x: (..., bands, heads, head_dim) (positions are bands here).
+    cos, sin: (bands, head_dim).
   """
   pairs = x.reshape(*x.shape[:-1], -1, 2)
   rotated = jnp.stack([-pairs[..., 1], pairs[..., 0]], axis=-1).reshape(x.shape)
@@ -70,10 +70,10 @@ def apply_rotary(x: jnp.ndarray, cos: np.ndarray, sin: np.ndarray) -> jnp.ndarra
 
 
 def map_rows(fn, x: jnp.ndarray, rows: int, remat: bool = False) -> jnp.ndarray:
-  """Applies a position-wise ``fn`` to ``x`` (batch, frames, ...) in chunks of ``rows``.
+  """Applies a position-wise ``fn`` to ``x`` (streams, frames, ...) in chunks of ``rows``.
 
   ``fn`` maps (rows, ...) -> (rows, ...') independently per row; chunking the
-  ``batch * frames`` rows with ``lax.map`` keeps the wide hidden activations (the MLPs are
+  ``streams * frames`` rows with ``lax.map`` keeps the wide hidden activations (the MLPs are
   4-8x wider than the features, the attention weights 80x80 per head) in cache and bounds
   their memory. On a 2-core CPU this brings the position-wise layers close to the machine's
   matmul rate. ``rows=0`` applies ``fn`` at once; ``rows<0`` picks 8 on CPU and 0 elsewhere.

@@ -1,8 +1,8 @@
 """The Apollo generator (paper section II) as Flax Linen modules.
 
-Layout: inside the network every tensor is ``(batch, frames, bands, features)`` with the
+Layout: inside the network every tensor is ``(streams, frames, bands, features)`` with the
 feature axis last, so each 1x1 convolution of the published model is one matmul over the
-last axis and the elementwise work around it fuses. ``batch`` here is batch x channels:
+last axis and the elementwise work around it fuses. ``streams`` is batch x channels:
 channels are restored independently, as in the published model.
 
 The 79 equal-width bands of the split and merge layers are handled by one batched einsum
@@ -34,8 +34,8 @@ EPS = float(np.finfo(np.float32).eps)
 class BandSplit(nn.Module):
   """Band split and bottleneck (paper II-B).
 
-  Maps the complex spectrum ``(batch, bins, frames)`` to band features
-  ``(batch, frames, bands, features)``. Each band k gives
+  Maps the complex spectrum ``(streams, bins, frames)`` to band features
+  ``(streams, frames, bands, features)``. Each band k gives
   ``[Re X_k / p_k, Im X_k / p_k, log p_k]`` with ``p_k = sqrt(sum |X_k|^2 + eps)``,
   then RMSNorm and a 1x1 conv (with bias) to ``feature_dim``.
   """
@@ -56,10 +56,10 @@ class BandSplit(nn.Module):
     bw, last = widths[0], widths[-1]
     n_eq = len(widths) - 1
     f = cfg.feature_dim
-    x = jnp.swapaxes(spec, 1, 2)  # (batch, frames, bins)
+    x = jnp.swapaxes(spec, 1, 2)  # (streams, frames, bins)
     eq = x[..., :n_eq * bw].reshape(*x.shape[:2], n_eq, bw)
-    eq_feats, eq_power = self._features(eq)  # (batch, frames, n_eq, 2bw+1)
-    last_feats, last_power = self._features(x[..., n_eq * bw:])  # (batch, frames, 2last+1)
+    eq_feats, eq_power = self._features(eq)  # (streams, frames, n_eq, 2bw+1)
+    last_feats, last_power = self._features(x[..., n_eq * bw:])  # (streams, frames, 2last+1)
     self.sow("intermediates", "band_power",
              jnp.concatenate([eq_power[..., 0], last_power], axis=-1))
 
@@ -78,9 +78,9 @@ class BandSplit(nn.Module):
 
 
 class BandRoformer(nn.Module):
-  """Transformer across bands (paper II-C), one sequence of bands per (batch, frame).
+  """Transformer across bands (paper II-C), one sequence of bands per (stream, frame).
 
-  ``(batch, frames, bands, features) -> same``. Pre-norm attention with interleaved rotary
+  ``(streams, frames, bands, features) -> same``. Pre-norm attention with interleaved rotary
   embeddings over the band index, then a gated MLP whose gate passes through SiLU twice
   (as published).
   """
@@ -131,11 +131,11 @@ def depthwise_time_conv(padded: jnp.ndarray, kernel: jnp.ndarray, bias: jnp.ndar
   """Depthwise conv over frames of an already padded input, a cross-correlation as in torch.
 
   Args:
-    padded: (batch, frames + taps - 1, bands, features).
+    padded: (streams, frames + taps - 1, bands, features).
     kernel: (taps, features); bias: (features,).
 
   Returns:
-    (batch, frames, bands, features) with ``out[t] = sum_j kernel[j] padded[t + j] + bias``.
+    (streams, frames, bands, features) with ``out[t] = sum_j kernel[j] padded[t + j] + bias``.
   """
   taps = kernel.shape[0]
   frames = padded.shape[1] - taps + 1
@@ -145,7 +145,7 @@ def depthwise_time_conv(padded: jnp.ndarray, kernel: jnp.ndarray, bias: jnp.ndar
 class TemporalUnit(nn.Module):
   """One TCN residual unit over time, shared by all bands (paper II-C).
 
-  ``x + PW2(SiLU(PW1(RMSNorm(DW(x)))))`` on ``(batch, frames, bands, features)``; DW is a
+  ``x + PW2(SiLU(PW1(RMSNorm(DW(x)))))`` on ``(streams, frames, bands, features)``; DW is a
   depthwise conv over frames with "same" zero padding (left-only padding when causal).
   :meth:`on_window` runs the unit on given context frames instead of zero padding (streaming).
   """
@@ -169,7 +169,7 @@ class TemporalUnit(nn.Module):
     return self.on_window(padded, left)
 
   def on_window(self, padded: jnp.ndarray, left: int) -> jnp.ndarray:
-    """The unit on frames with their context: (batch, frames + kernel - 1, ...) -> (batch, frames, ...).
+    """The unit on frames with their context: (streams, frames + kernel - 1, ...) -> (streams, frames, ...).
 
     Output frame t convolves ``padded[t : t + kernel]`` and adds the residual ``padded[t + left]``.
     """
@@ -185,7 +185,7 @@ class TemporalUnit(nn.Module):
 
 
 class BandSequenceBlock(nn.Module):
-  """Band transformer then temporal convolutions: ``(batch, frames, bands, features)``."""
+  """Band transformer then temporal convolutions: ``(streams, frames, bands, features)``."""
 
   cfg: ApolloConfig
 
@@ -204,7 +204,7 @@ class BandMerge(nn.Module):
   """Band reconstruction (paper II-D): features -> complex spectrum.
 
   Per band: RMSNorm, 1x1 conv (bias) to ``4 width``, GLU -> ``[real (width), imag (width)]``.
-  ``(batch, frames, bands, features) -> (batch, bins, frames)`` complex64.
+  ``(streams, frames, bands, features) -> (streams, bins, frames)`` complex64.
   """
 
   cfg: ApolloConfig
@@ -227,7 +227,7 @@ class BandMerge(nn.Module):
     last_bias = self.param("last_bias", init, (4 * last,))
 
     eq = einsum("ntkf,kfc->ntkc", rms_norm(x[:, :, :n_eq], eq_norm), eq_kernel, dt) + eq_bias
-    eq = nn.glu(eq, axis=-1)  # (batch, frames, n_eq, 2 bw)
+    eq = nn.glu(eq, axis=-1)  # (streams, frames, n_eq, 2 bw)
     tail = nn.glu(dense(rms_norm(x[:, :, n_eq], last_norm), last_kernel, dt) + last_bias, axis=-1)
     batch, frames = x.shape[:2]
     real = jnp.concatenate([eq[..., :bw].reshape(batch, frames, n_eq * bw), tail[..., :last]], -1)
@@ -251,7 +251,7 @@ class Apollo(nn.Module):
       raise ValueError(f"expected (batch, channels, samples), got shape {x.shape}")
     batch, channels, samples = x.shape
     wav = x.reshape(batch * channels, samples).astype(jnp.float32)
-    spec = spectral.stft(wav, cfg.n_fft, cfg.hop)  # (batch*channels, bins, frames)
+    spec = spectral.stft(wav, cfg.n_fft, cfg.hop)  # (streams, bins, frames)
     self.sow("intermediates", "spectrum", spec)
 
     h = BandSplit(cfg, name="band_split")(spec)

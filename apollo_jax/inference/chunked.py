@@ -192,7 +192,7 @@ class ChunkedRestorer:
 
   def restore(self, blocks: Iterable[np.ndarray],
               progress: Callable[[int], Any] | None = None) -> Iterator[np.ndarray]:
-    """Restores a stream of ``(channels, n)`` float32 blocks at the model rate.
+    """Restores a stream of ``(channels, samples)`` float32 blocks at the model rate.
 
     Yields ``(channels, m)`` blocks that concatenate to the restored audio (same length as
     the input). Memory stays bounded by a few chunks whatever the input length (unless

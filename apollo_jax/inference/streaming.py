@@ -133,7 +133,7 @@ def _network(params, state: StreamState, spec: jnp.ndarray):
   cfg = state.cfg
   left = time_conv_left_pad(cfg)
   per_unit = cfg.tcn_kernel - 1 - left
-  h = BandSplit(cfg).apply({"params": params["band_split"]}, spec)  # (streams, 1, bands, f)
+  h = BandSplit(cfg).apply({"params": params["band_split"]}, spec)  # (streams, 1, bands, features)
   histories = []
   g = 0
   for layer in range(cfg.num_layers):
@@ -144,7 +144,7 @@ def _network(params, state: StreamState, spec: jnp.ndarray):
       # offline conv's zero padding.
       idx = state.frame - g * per_unit
       h = jnp.where((idx >= 0) & (idx < state.end), h, 0.0)
-      window = jnp.concatenate([state.histories[g], h], axis=1)  # (streams, kernel, bands, f)
+      window = jnp.concatenate([state.histories[g], h], axis=1)  # (streams, kernel, bands, features)
       histories.append(window[:, 1:])
       h = TemporalUnit(cfg).apply({"params": block[f"time_{u}"]}, window, left,
                                   method=TemporalUnit.on_window)

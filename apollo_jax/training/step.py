@@ -91,7 +91,7 @@ def _apply_if_finite(tx: optax.GradientTransformation, loss, grads, opt_state, p
 def train_step_fn(gen_cfg: ApolloConfig, cfg: TrainConfig) -> StepFn:
   """The un-jitted step ``(state, batch) -> (state, metrics)``.
 
-  ``batch = {"target": (B, C, S), "degraded": (B, C, S)}`` float32. Metrics (scalars):
+  ``batch = {"target": (batch, channels, samples), "degraded": same}`` float32. Metrics (scalars):
   ``loss_d, loss_g, loss_g_rec, loss_g_adv, loss_g_fm, grad_norm_d, grad_norm_g`` (before
   clipping), ``lr_d, lr_g`` (used this step), ``nonfinite_d, nonfinite_g`` (totals).
   """
