@@ -12,7 +12,8 @@ Layout under ``<workdir>/checkpoints``::
                                     given to ``--checkpoint`` of restore / eval
 
 ``state`` is the :class:`~apollo_jax.training.TrainState` (G and D params, the
-discriminator's spectral-norm vectors, both optimiser states, step, rng, skip counters),
+discriminator's spectral-norm vectors, both optimiser states, step, skip counters; runs
+saved with the former unused ``rng`` field resume too),
 ``data`` the grain iterator position of every process, and ``meta`` a JSON dict (configs,
 early-stopping bookkeeping). A checkpoint that fails to restore (e.g. truncated by a crash
 of the machine) is skipped with a warning and the previous one is used.
@@ -24,13 +25,17 @@ import logging
 import os
 from typing import Any
 
+import dataclasses
+
 import grain
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
 from apollo_jax.checkpoints.errors import CheckpointFormatError
 from apollo_jax.checkpoints.orbax import (BEST, CONFIG_FILE, DATA_ITEM, LAST, META_ITEM,
                                           RUN_CHECKPOINTS, STATE_ITEM)
+from apollo_jax.training.state import LegacyTrainState, TrainState
 
 log = logging.getLogger(__name__)
 
@@ -84,10 +89,7 @@ class Checkpoints:
     unreadable, reasons = [], []
     for step in sorted(self.last.all_steps(), reverse=True):
       try:
-        restored = self.last.restore(step, args=ocp.args.Composite(**{
-            STATE_ITEM: ocp.args.StandardRestore(abstract_state),
-            DATA_ITEM: grain.checkpoint.CheckpointRestore(data_iterator),
-            META_ITEM: ocp.args.JsonRestore()}))
+        restored = self._restore(step, abstract_state, data_iterator)
       except Exception as e:  # Any unreadable checkpoint: fall back to an older one.
         log.warning("checkpoint at step %d is unreadable (%s: %s); trying an older one",
                     step, type(e).__name__, str(e).splitlines()[0][:200])
@@ -106,6 +108,27 @@ class Checkpoints:
           f"{os.path.join(self.workdir, 'metrics.jsonl')} and "
           f"{os.path.join(self.workdir, 'tensorboard')} (or use a new --workdir)")
     return None
+
+  def _restore(self, step: int, abstract_state: Any, data_iterator: Any) -> dict[str, Any]:
+    """One step's items; a TrainState saved with the old unused ``rng`` (before issue 12)
+    is read as :class:`LegacyTrainState` and returned without it."""
+    def read(abstract):
+      return self.last.restore(step, args=ocp.args.Composite(**{
+          STATE_ITEM: ocp.args.StandardRestore(abstract),
+          DATA_ITEM: grain.checkpoint.CheckpointRestore(data_iterator),
+          META_ITEM: ocp.args.JsonRestore()}))
+    try:
+      return read(abstract_state)
+    except ValueError as e:
+      if not (isinstance(abstract_state, TrainState) and "rng" in str(e)):
+        raise
+    like = abstract_state.step  # a replicated scalar: the key gets its sharding
+    rng = jax.ShapeDtypeStruct((2,), np.uint32, sharding=getattr(like, "sharding", None))
+    fields = {f.name: getattr(abstract_state, f.name) for f in dataclasses.fields(TrainState)}
+    restored = read(LegacyTrainState(**fields, rng=rng))
+    old = restored[STATE_ITEM]
+    state = TrainState(**{name: getattr(old, name) for name in fields})
+    return {STATE_ITEM: state, META_ITEM: restored[META_ITEM]}
 
   def wait(self) -> None:
     self.last.wait_until_finished()

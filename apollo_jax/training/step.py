@@ -165,7 +165,7 @@ def train_step_fn(gen_cfg: ApolloConfig, cfg: TrainConfig) -> StepFn:
     new_state = TrainState(
         step=state.step + 1, gen_params=gen_params, disc_params=disc_params,
         disc_spectral=spectral, gen_opt_state=gen_opt_state, disc_opt_state=disc_opt_state,
-        rng=jax.random.split(state.rng)[0], nonfinite_g=nonfinite_g, nonfinite_d=nonfinite_d)
+        nonfinite_g=nonfinite_g, nonfinite_d=nonfinite_d)
     metrics = {
         "loss_d": loss_d, "loss_g": loss_g, "loss_g_rec": rec, "loss_g_adv": adv,
         "loss_g_fm": fm, "grad_norm_d": grad_norm_d, "grad_norm_g": grad_norm_g,
