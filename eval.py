@@ -15,8 +15,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from apollo_jax import compile_cache, metrics
-from apollo_jax.evaluation import EvalError, EvalOptions, run
+from apollo_jax import compile_cache
+from apollo_jax.evaluation import metrics
+from apollo_jax.evaluation.evaluate import EvalError, EvalOptions, run
 
 
 def _ints(text: str) -> tuple[int, ...]:
@@ -39,7 +40,7 @@ def parse_args(argv=None) -> argparse.Namespace:
   p.add_argument("--out", required=True, help="output folder (also holds the resume cache)")
   p.add_argument("--manifest", help="CSV 'file,category' (default: DATA/manifest.csv if present)")
   p.add_argument("--bitrates", type=_ints, default=(32, 48, 64, 96, 128), help="kbit/s, comma-separated")
-  p.add_argument("--codec", default="mp3", help="codec of apollo_jax.codecs (default mp3)")
+  p.add_argument("--codec", default="mp3", help="codec of apollo_jax.data.codecs (default mp3)")
   p.add_argument("--metrics", type=_names, default=metrics.METRICS,
                  help=f"comma-separated, default {','.join(metrics.METRICS)} (drop visqol for speed)")
   p.add_argument("--workers", type=int, default=1, help="scoring processes (0: score in this process)")

@@ -20,10 +20,38 @@ class AudioError(ValueError):
   """A file that cannot be used as audio (missing, empty, corrupt, non-finite...)."""
 
 
-# Formats libsndfile reads directly (seekable, partial reads); others go through PyAV.
+# Formats libsndfile reads directly (seekable, partial reads; training stems); others go
+# through PyAV. The one list of extensions: restore, eval and the data scan all use these.
 SOUNDFILE_EXTS = {".wav", ".flac", ".ogg", ".aiff", ".aif"}
 AUDIO_EXTS = SOUNDFILE_EXTS | {".mp3", ".m4a", ".aac", ".opus", ".mp4", ".webm", ".wma"}
 WRITE_EXTS = {".wav", ".flac"}
+
+
+def is_audio_name(name: str, exts: Iterable[str] = AUDIO_EXTS) -> bool:
+  """A visible file name (no leading ``.``) whose extension, in any case, is in ``exts``."""
+  return not name.startswith(".") and os.path.splitext(name)[1].lower() in exts
+
+
+def find_audio(folder: str, exts: Iterable[str] = AUDIO_EXTS, exclude: str | None = None,
+               onerror=None) -> list[str]:
+  """Audio files under ``folder``, recursively: paths in walk order, folders and files each
+  sorted by name. Hidden files and folders (a leading ``.``, e.g. our own temporary
+  outputs) and the folder ``exclude`` (an absolute path) are skipped; a subfolder that
+  cannot be listed goes to ``onerror`` (as in ``os.walk``; by default it is passed over).
+  """
+  out = []
+  for root, dirs, files in os.walk(folder, onerror=onerror):
+    dirs[:] = sorted(d for d in dirs if not d.startswith(".") and not (
+        exclude and os.path.abspath(os.path.join(root, d)) == exclude))
+    out += [os.path.join(root, f) for f in sorted(files) if is_audio_name(f, exts)]
+  return out
+
+
+def fit_length(x: np.ndarray, samples: int) -> np.ndarray:
+  """``x (channels, n)`` cropped at the end or zero-padded there to ``samples`` samples (never wraps)."""
+  if x.shape[1] >= samples:
+    return x[:, :samples]
+  return np.pad(x, ((0, 0), (0, samples - x.shape[1])))
 
 # What libsndfile (through soundfile) raises for a file it cannot handle; soundfile's own
 # checks raise ValueError (e.g. "frames must be specified for non-seekable files").
@@ -115,7 +143,7 @@ def _check_complete(path: str, frames: int, rate: int) -> None:
 
 
 def _av_blocks(container, stream) -> Iterator[np.ndarray]:
-  """Decoded frames of ``stream`` as float32 ``(channels, n)``, integer formats scaled to [-1, 1)."""
+  """Decoded frames of ``stream`` as float32 ``(channels, samples)``, integer formats scaled to [-1, 1)."""
   for frame in container.decode(stream):
     a = frame.to_ndarray()
     channels = len(frame.layout.channels)
@@ -191,7 +219,7 @@ def info(path: str) -> tuple[int, int, int]:
 
 def resample_stream(blocks: Iterable[np.ndarray], rate: int, target_rate: int,
                     channels: int) -> Iterator[np.ndarray]:
-  """Resamples a stream of ``(channels, n)`` blocks (soxr HQ, streaming).
+  """Resamples a stream of ``(channels, samples)`` blocks (soxr HQ, streaming).
 
   The output concatenates to exactly ``resample`` of the concatenated input.
   """
@@ -221,7 +249,7 @@ def resample(audio: np.ndarray, rate: int, target_rate: int) -> np.ndarray:
 
 
 class Reader:
-  """Streams a file as float32 ``(channels, n)`` blocks in bounded memory.
+  """Streams a file as float32 ``(channels, samples)`` blocks in bounded memory.
 
   Usage::
 
@@ -324,7 +352,7 @@ class Reader:
 
   def blocks(self, block_frames: int = 65536, start: int = 0,
              frames: int = -1) -> Iterator[np.ndarray]:
-    """Yields ``(channels, n)`` float32 blocks at ``sample_rate``.
+    """Yields ``(channels, samples)`` float32 blocks at ``sample_rate``.
 
     ``start`` and ``frames`` select a part in the file's own samples (seeking when
     soundfile reads the format). When the iteration ends, ``file_samples`` holds the number
@@ -399,7 +427,7 @@ def check_output_format(path: str, subtype: str | None = None) -> str:
 
 
 class Writer:
-  """Writes ``(channels, n)`` blocks to WAV or FLAC atomically.
+  """Writes ``(channels, samples)`` blocks to WAV or FLAC atomically.
 
   Blocks go to a hidden temp file in the target folder, renamed onto ``path`` when the
   ``with`` block ends without an exception; on an exception (or :meth:`abort`) the temp

@@ -5,11 +5,32 @@ from __future__ import annotations
 import dataclasses
 import json
 import numbers
-from typing import Any
+from typing import Any, Mapping
+
+
+class JsonConfig:
+  """Dict / JSON round trip of a frozen config dataclass; unknown fields are an error."""
+
+  def to_dict(self) -> dict[str, Any]:
+    return dataclasses.asdict(self)
+
+  def to_json(self) -> str:
+    return json.dumps(self.to_dict(), indent=1, sort_keys=True)
+
+  @classmethod
+  def from_dict(cls, d: Mapping[str, Any]):
+    unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
+    if unknown:
+      raise ValueError(f"unknown {cls.__name__} fields: {sorted(unknown)}")
+    return cls(**d)
+
+  @classmethod
+  def from_json(cls, text: str):
+    return cls.from_dict(json.loads(text))
 
 
 @dataclasses.dataclass(frozen=True)
-class ApolloConfig:
+class ApolloConfig(JsonConfig):
   """Hyperparameters of the generator. Defaults are the paper / published release.
 
   Attributes:
@@ -98,17 +119,3 @@ class ApolloConfig:
   def head_dim(self) -> int:
     return self.feature_dim // self.num_heads
 
-  def to_json(self) -> str:
-    return json.dumps(dataclasses.asdict(self), indent=1, sort_keys=True)
-
-  @classmethod
-  def from_dict(cls, d: dict[str, Any]) -> "ApolloConfig":
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = set(d) - names
-    if unknown:
-      raise ValueError(f"unknown ApolloConfig fields: {sorted(unknown)}")
-    return cls(**d)
-
-  @classmethod
-  def from_json(cls, text: str) -> "ApolloConfig":
-    return cls.from_dict(json.loads(text))

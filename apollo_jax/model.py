@@ -1,8 +1,8 @@
 """The Apollo generator (paper section II) as Flax Linen modules.
 
-Layout: inside the network every tensor is ``(batch, frames, bands, features)`` with the
+Layout: inside the network every tensor is ``(streams, frames, bands, features)`` with the
 feature axis last, so each 1x1 convolution of the published model is one matmul over the
-last axis and the elementwise work around it fuses. ``batch`` here is batch x channels:
+last axis and the elementwise work around it fuses. ``streams`` is batch x channels:
 channels are restored independently, as in the published model.
 
 The 79 equal-width bands of the split and merge layers are handled by one batched einsum
@@ -25,99 +25,17 @@ import numpy as np
 
 from apollo_jax import spectral
 from apollo_jax.config import ApolloConfig
+from apollo_jax.layers import (apply_rotary, dense, einsum, map_rows, rms_norm, rotary_tables,
+                               torch_uniform)
 
 EPS = float(np.finfo(np.float32).eps)
-NORM_EPS = 1e-5
-
-
-def torch_uniform(fan_in: int):
-  """PyTorch's default conv init for weights and biases: U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
-  bound = 1.0 / math.sqrt(fan_in)
-
-  def init(key, shape, dtype=jnp.float32):
-    return jax.random.uniform(key, shape, dtype, -bound, bound)
-
-  return init
-
-
-def rms_norm(x: jnp.ndarray, weight: jnp.ndarray) -> jnp.ndarray:
-  """RMS norm over the last axis in float32: ``x * rsqrt(mean(x^2) + 1e-5) * weight``."""
-  x = x.astype(jnp.float32)
-  return x * jax.lax.rsqrt(jnp.mean(jnp.square(x), axis=-1, keepdims=True) + NORM_EPS) * weight
-
-
-def einsum(spec: str, a: jnp.ndarray, b: jnp.ndarray, dtype: str) -> jnp.ndarray:
-  """``jnp.einsum`` with both inputs in the compute dtype and a float32 result."""
-  return jnp.einsum(spec, a.astype(dtype), b.astype(dtype), preferred_element_type=dtype).astype(jnp.float32)
-
-
-def dense(x: jnp.ndarray, kernel: jnp.ndarray, dtype: str) -> jnp.ndarray:
-  """1x1 convolution over the last axis: ``x @ kernel`` (see :func:`einsum`).
-
-  Flattened to one 2-D matmul: XLA:CPU runs a rank-4 dot about 1.5x slower.
-  """
-  flat = einsum("ti,io->to", x.reshape(-1, x.shape[-1]), kernel, dtype)
-  return flat.reshape(*x.shape[:-1], kernel.shape[-1])
-
-
-def rotary_tables(positions: int, dim: int) -> tuple[np.ndarray, np.ndarray]:
-  """Interleaved rotary tables, (positions, dim) cos and sin, pair (2j, 2j+1) at theta_j.
-
-  Computed in float32 like the published buffers, so they agree to float32 rounding.
-  """
-  theta = 1.0 / (np.float32(10000.0) ** (np.arange(0, dim, 2, dtype=np.float32) / np.float32(dim)))
-  angles = np.arange(positions, dtype=np.float32)[:, None] * theta.astype(np.float32)[None, :]
-  angles = np.repeat(angles, 2, axis=-1)
-  return np.cos(angles), np.sin(angles)
-
-
-def apply_rotary(x: jnp.ndarray, cos: np.ndarray, sin: np.ndarray) -> jnp.ndarray:
-  """Rotates interleaved pairs: (x0, x1) -> (x0 cos - x1 sin, x1 cos + x0 sin).
-
-  Args:
-    x: (..., positions, heads, head_dim).
-    cos, sin: (positions, head_dim).
-  """
-  pairs = x.reshape(*x.shape[:-1], -1, 2)
-  rotated = jnp.stack([-pairs[..., 1], pairs[..., 0]], axis=-1).reshape(x.shape)
-  return x * cos[:, None, :] + rotated * sin[:, None, :]
-
-
-def map_rows(fn, x: jnp.ndarray, rows: int, remat: bool = False) -> jnp.ndarray:
-  """Applies a position-wise ``fn`` to ``x`` (batch, frames, ...) in chunks of ``rows``.
-
-  ``fn`` maps (rows, ...) -> (rows, ...') independently per row; chunking the
-  ``batch * frames`` rows with ``lax.map`` keeps the wide hidden activations (the MLPs are
-  4-8x wider than the features, the attention weights 80x80 per head) in cache and bounds
-  their memory. On a 2-core CPU this brings the position-wise layers close to the machine's
-  matmul rate. ``rows=0`` applies ``fn`` at once; ``rows<0`` picks 8 on CPU and 0 elsewhere.
-
-  Under differentiation a chunked ``fn`` is rematerialised chunk by chunk: only its input is
-  saved, and the backward pass recomputes the chunk's activations where it needs them, in
-  cache. This is what makes training memory independent of the MLP and attention widths,
-  and it is faster on CPU than saving them. Unchunked, ``fn`` is rematerialised as a whole
-  only with ``remat``.
-  """
-  if rows < 0:  # Auto: small chunks pay off on CPU caches; accelerators want big matmuls.
-    rows = 8 if jax.default_backend() == "cpu" else 0
-  batch, frames = x.shape[:2]
-  n = batch * frames
-  chunked = rows > 0 and n > rows
-  if chunked or remat:
-    fn = jax.checkpoint(fn)
-  if not chunked:
-    return fn(x)
-  flat = x.reshape(n, *x.shape[2:])
-  flat = jnp.pad(flat, [(0, -n % rows)] + [(0, 0)] * (flat.ndim - 1))
-  out = jax.lax.map(fn, flat.reshape(-1, rows, *flat.shape[1:]))
-  return out.reshape(-1, *out.shape[2:])[:n].reshape(batch, frames, *out.shape[2:])
 
 
 class BandSplit(nn.Module):
   """Band split and bottleneck (paper II-B).
 
-  Maps the complex spectrum ``(batch, bins, frames)`` to band features
-  ``(batch, frames, bands, features)``. Each band k gives
+  Maps the complex spectrum ``(streams, bins, frames)`` to band features
+  ``(streams, frames, bands, features)``. Each band k gives
   ``[Re X_k / p_k, Im X_k / p_k, log p_k]`` with ``p_k = sqrt(sum |X_k|^2 + eps)``,
   then RMSNorm and a 1x1 conv (with bias) to ``feature_dim``.
   """
@@ -138,10 +56,10 @@ class BandSplit(nn.Module):
     bw, last = widths[0], widths[-1]
     n_eq = len(widths) - 1
     f = cfg.feature_dim
-    x = jnp.swapaxes(spec, 1, 2)  # (batch, frames, bins)
+    x = jnp.swapaxes(spec, 1, 2)  # (streams, frames, bins)
     eq = x[..., :n_eq * bw].reshape(*x.shape[:2], n_eq, bw)
-    eq_feats, eq_power = self._features(eq)  # (batch, frames, n_eq, 2bw+1)
-    last_feats, last_power = self._features(x[..., n_eq * bw:])  # (batch, frames, 2last+1)
+    eq_feats, eq_power = self._features(eq)  # (streams, frames, n_eq, 2bw+1)
+    last_feats, last_power = self._features(x[..., n_eq * bw:])  # (streams, frames, 2last+1)
     self.sow("intermediates", "band_power",
              jnp.concatenate([eq_power[..., 0], last_power], axis=-1))
 
@@ -160,9 +78,9 @@ class BandSplit(nn.Module):
 
 
 class BandRoformer(nn.Module):
-  """Transformer across bands (paper II-C), one sequence of bands per (batch, frame).
+  """Transformer across bands (paper II-C), one sequence of bands per (stream, frame).
 
-  ``(batch, frames, bands, features) -> same``. Pre-norm attention with interleaved rotary
+  ``(streams, frames, bands, features) -> same``. Pre-norm attention with interleaved rotary
   embeddings over the band index, then a gated MLP whose gate passes through SiLU twice
   (as published).
   """
@@ -213,11 +131,11 @@ def depthwise_time_conv(padded: jnp.ndarray, kernel: jnp.ndarray, bias: jnp.ndar
   """Depthwise conv over frames of an already padded input, a cross-correlation as in torch.
 
   Args:
-    padded: (batch, frames + taps - 1, bands, features).
+    padded: (streams, frames + taps - 1, bands, features).
     kernel: (taps, features); bias: (features,).
 
   Returns:
-    (batch, frames, bands, features) with ``out[t] = sum_j kernel[j] padded[t + j] + bias``.
+    (streams, frames, bands, features) with ``out[t] = sum_j kernel[j] padded[t + j] + bias``.
   """
   taps = kernel.shape[0]
   frames = padded.shape[1] - taps + 1
@@ -227,7 +145,7 @@ def depthwise_time_conv(padded: jnp.ndarray, kernel: jnp.ndarray, bias: jnp.ndar
 class TemporalUnit(nn.Module):
   """One TCN residual unit over time, shared by all bands (paper II-C).
 
-  ``x + PW2(SiLU(PW1(RMSNorm(DW(x)))))`` on ``(batch, frames, bands, features)``; DW is a
+  ``x + PW2(SiLU(PW1(RMSNorm(DW(x)))))`` on ``(streams, frames, bands, features)``; DW is a
   depthwise conv over frames with "same" zero padding (left-only padding when causal).
   :meth:`on_window` runs the unit on given context frames instead of zero padding (streaming).
   """
@@ -251,7 +169,7 @@ class TemporalUnit(nn.Module):
     return self.on_window(padded, left)
 
   def on_window(self, padded: jnp.ndarray, left: int) -> jnp.ndarray:
-    """The unit on frames with their context: (batch, frames + kernel - 1, ...) -> (batch, frames, ...).
+    """The unit on frames with their context: (streams, frames + kernel - 1, ...) -> (streams, frames, ...).
 
     Output frame t convolves ``padded[t : t + kernel]`` and adds the residual ``padded[t + left]``.
     """
@@ -267,7 +185,7 @@ class TemporalUnit(nn.Module):
 
 
 class BandSequenceBlock(nn.Module):
-  """Band transformer then temporal convolutions: ``(batch, frames, bands, features)``."""
+  """Band transformer then temporal convolutions: ``(streams, frames, bands, features)``."""
 
   cfg: ApolloConfig
 
@@ -286,7 +204,7 @@ class BandMerge(nn.Module):
   """Band reconstruction (paper II-D): features -> complex spectrum.
 
   Per band: RMSNorm, 1x1 conv (bias) to ``4 width``, GLU -> ``[real (width), imag (width)]``.
-  ``(batch, frames, bands, features) -> (batch, bins, frames)`` complex64.
+  ``(streams, frames, bands, features) -> (streams, bins, frames)`` complex64.
   """
 
   cfg: ApolloConfig
@@ -309,7 +227,7 @@ class BandMerge(nn.Module):
     last_bias = self.param("last_bias", init, (4 * last,))
 
     eq = einsum("ntkf,kfc->ntkc", rms_norm(x[:, :, :n_eq], eq_norm), eq_kernel, dt) + eq_bias
-    eq = nn.glu(eq, axis=-1)  # (batch, frames, n_eq, 2 bw)
+    eq = nn.glu(eq, axis=-1)  # (streams, frames, n_eq, 2 bw)
     tail = nn.glu(dense(rms_norm(x[:, :, n_eq], last_norm), last_kernel, dt) + last_bias, axis=-1)
     batch, frames = x.shape[:2]
     real = jnp.concatenate([eq[..., :bw].reshape(batch, frames, n_eq * bw), tail[..., :last]], -1)
@@ -333,7 +251,7 @@ class Apollo(nn.Module):
       raise ValueError(f"expected (batch, channels, samples), got shape {x.shape}")
     batch, channels, samples = x.shape
     wav = x.reshape(batch * channels, samples).astype(jnp.float32)
-    spec = spectral.stft(wav, cfg.n_fft, cfg.hop)  # (batch*channels, bins, frames)
+    spec = spectral.stft(wav, cfg.n_fft, cfg.hop)  # (streams, bins, frames)
     self.sow("intermediates", "spectrum", spec)
 
     h = BandSplit(cfg, name="band_split")(spec)
@@ -347,6 +265,13 @@ class Apollo(nn.Module):
     self.sow("intermediates", "est_spectrum", est)
     out = spectral.istft(est, cfg.n_fft, samples, cfg.hop)
     return out.reshape(batch, channels, samples)
+
+
+def jit_forward(cfg: ApolloConfig):
+  """The generator as one jitted function ``(params, x) -> restored``, ``x`` float32
+  ``(batch, channels, samples)`` -> same shape (the one forward of inference, validation
+  and the benchmarks)."""
+  return jax.jit(lambda params, x: Apollo(cfg).apply({"params": params}, x))
 
 
 def init_params(cfg: ApolloConfig, rng: jax.Array) -> dict:

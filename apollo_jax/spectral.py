@@ -13,6 +13,7 @@ forward pass and its gradient stay cheap on CPU.
 from __future__ import annotations
 
 import functools
+from typing import Sequence
 
 import jax.numpy as jnp
 import numpy as np
@@ -136,3 +137,9 @@ def istft(spec: jnp.ndarray, n_fft: int, length: int, hop: int | None = None) ->
   if available < length:
     wav = jnp.pad(wav, [(0, 0)] * (wav.ndim - 1) + [(0, length - available)])
   return wav
+
+
+def multi_stft(x: jnp.ndarray, windows: Sequence[int]) -> tuple[jnp.ndarray, ...]:
+  """STFT of ``x (..., samples)`` for each window: ``(..., window // 2 + 1, frames)`` complex
+  (hop = window / 2; the discriminator's and the multi-resolution loss's resolutions)."""
+  return tuple(stft(x, w, w // 2) for w in windows)

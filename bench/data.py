@@ -25,7 +25,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from apollo_jax import codecs  # noqa: E402
+from apollo_jax.data import codecs  # noqa: E402
 from apollo_jax.data import default_data_config, heap, mixing, pipeline  # noqa: E402
 
 

@@ -29,11 +29,12 @@ def run_one(name: str, repeats: int, chunk_rows: int) -> dict:
   import jax.numpy as jnp
   import numpy as np
 
-  from apollo_jax import Apollo, ApolloConfig, init_params
+  from apollo_jax import ApolloConfig, init_params
+  from apollo_jax.model import jit_forward
 
   cfg = ApolloConfig(**CONFIGS[name], chunk_rows=chunk_rows)
   params = init_params(cfg, jax.random.PRNGKey(0))
-  fwd = jax.jit(lambda p, x: Apollo(cfg).apply({"params": p}, x))
+  fwd = jit_forward(cfg)
   result = {"config": name, "feature_dim": cfg.feature_dim, "num_layers": cfg.num_layers,
             "chunk_rows": chunk_rows, "backend": jax.default_backend(),
             "device": str(jax.devices()[0].device_kind), "threads": os.cpu_count()}

@@ -7,7 +7,7 @@
 What it does:
 1. Makes random generator weights for ``--config`` (paper: 16.5 M params; timing does not
    depend on the values) and saves them as .safetensors, then writes ``--minutes`` of
-   synthetic stereo music at 44.1 kHz as ``--input-format`` (MP3 via apollo_jax.codecs).
+   synthetic stereo music at 44.1 kHz as ``--input-format`` (MP3 via apollo_jax.data.codecs).
 2. Bare model forward: times the jitted generator on the chunk shape the CLI uses,
    ``(batch_chunks, 1, chunk)``, after compiling it.
 3. Runs the CLI in a child process (default chunking) and reports its peak RSS
@@ -41,10 +41,12 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from apollo_jax import Apollo, ApolloConfig, audio, codecs, init_params  # noqa: E402
-from apollo_jax.inference import (DEFAULT_CHUNK_SECONDS, DEFAULT_OVERLAP_SECONDS,  # noqa: E402
-                                  ChunkedRestorer, load_generator, restore_array)
-from apollo_jax.interop import save_torch_generator  # noqa: E402
+from apollo_jax import ApolloConfig, audio, init_params  # noqa: E402
+from apollo_jax.model import jit_forward  # noqa: E402
+from apollo_jax.data import codecs  # noqa: E402
+from apollo_jax.checkpoints import load_generator, save_torch_generator  # noqa: E402
+from apollo_jax.inference.chunked import (DEFAULT_CHUNK_SECONDS, DEFAULT_OVERLAP_SECONDS,  # noqa: E402
+                                          ChunkedRestorer, restore_array)
 
 CONFIGS = {"paper": ApolloConfig(), "tiny": ApolloConfig(feature_dim=16, num_layers=1, num_heads=2)}
 
@@ -68,7 +70,7 @@ def synth_music(seconds: float, rate: int = 44100, seed: int = 0) -> np.ndarray:
 # Runs the CLI, then prints the process's peak RSS. VmHWM counts only this program: the
 # getrusage maxima would also count the pages of this (large) benchmark process that the
 # child shared between fork and exec.
-_CLI_WITH_PEAK = ("import sys; from apollo_jax.restore import main; code = main(sys.argv[1:]); "
+_CLI_WITH_PEAK = ("import sys; from apollo_jax.cli.restore import main; code = main(sys.argv[1:]); "
                   "print([l for l in open('/proc/self/status') if l.startswith('VmHWM')][0]); "
                   "sys.exit(code)")
 
@@ -76,7 +78,7 @@ _CLI_WITH_PEAK = ("import sys; from apollo_jax.restore import main; code = main(
 def bare_forward(cfg, params, batch: int, length: int, reps: int) -> float:
   """Seconds per call of the jitted forward on ``(batch, 1, length)`` (compiled first)."""
   x = np.random.default_rng(0).standard_normal((batch, 1, length)).astype(np.float32) * 0.1
-  f = jax.jit(lambda p, x: Apollo(cfg).apply({"params": p}, x))
+  f = jit_forward(cfg)
   jax.block_until_ready(f(params, x))  # compile + first run
   t = time.perf_counter()
   for _ in range(reps):

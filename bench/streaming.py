@@ -48,7 +48,7 @@ def main(argv=None):
 
   sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
   from apollo_jax import ApolloConfig, init_params
-  from apollo_jax import streaming as st
+  from apollo_jax.inference import streaming as st
 
   def time_case(cfg, params, batch, channels, steps):
     state = st.init_state(cfg, batch, channels)

@@ -45,9 +45,9 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from apollo_jax import Apollo, ApolloConfig  # noqa: E402
-from apollo_jax.discriminator import (Discriminator, deinterleave, interleave,  # noqa: E402
-                                      multi_stft)
-from apollo_jax.losses import feature_matching_loss, lsgan_d_loss, lsgan_g_loss  # noqa: E402
+from apollo_jax.gan.discriminator import Discriminator, deinterleave, interleave  # noqa: E402
+from apollo_jax.spectral import multi_stft  # noqa: E402
+from apollo_jax.gan.losses import feature_matching_loss, lsgan_d_loss, lsgan_g_loss  # noqa: E402
 from apollo_jax.training import (TrainConfig, create_train_state, make_mesh,  # noqa: E402
                                  make_train_step, shard_batch)
 from apollo_jax.training.state import make_optimizers  # noqa: E402
@@ -100,7 +100,7 @@ def timed(fn, *args, repeats: int) -> tuple[float, float, list[float]]:
 def breakdown(gen_cfg: ApolloConfig, cfg: TrainConfig, state, target, degraded, repeats: int):
   """Times the parts of the step as separate jitted functions: (name, compile s, median s)."""
   gen = Apollo(gen_cfg)
-  disc = Discriminator(cfg.windows, cfg.channels, compute_dtype=cfg.compute_dtype)
+  disc = Discriminator(cfg.windows, cfg.channels, compute_dtype=gen_cfg.compute_dtype)
   groups = 2 if cfg.spectral_norm_updates_per_step == 4 else 1
   variables = {"params": state.disc_params, "spectral": state.disc_spectral}
   forward = lambda p, x: gen.apply({"params": p}, x)
@@ -202,8 +202,7 @@ def main(argv=None) -> None:
     gen_cfg = ApolloConfig(feature_dim=args.feature_dim, num_layers=args.layers,
                            remat=args.remat, chunk_rows=args.chunk_rows,
                            compute_dtype=args.compute_dtype)
-    cfg = TrainConfig(compute_dtype=args.compute_dtype,
-                      spectral_norm_updates_per_step=args.sn_updates)
+    cfg = TrainConfig(spectral_norm_updates_per_step=args.sn_updates)
   # The reference first, while this process is small: a child's peak RSS (ru_maxrss)
   # starts from the pages it shared with its parent.
   ref = torch_reference(args) if args.torch_ref else None

@@ -29,6 +29,10 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
   c.model = ml_collections.ConfigDict(dataclasses.asdict(ApolloConfig()))
   c.train = ml_collections.ConfigDict(TrainConfig().to_dict())
   c.data = default_data_config()
+  # Declared once: the rate is the model's, the channels the data's; the other part gets a
+  # copy (training refuses to start when an override makes them disagree).
+  c.data.sample_rate = c.model.sample_rate
+  c.train.channels = c.data.channels
 
   c.global_batch_size = 8           # paper: batch 1 on each of 8 GPUs
   c.num_steps = 1_000_000           # upper bound; early stopping usually ends sooner

@@ -11,7 +11,8 @@ import time
 
 import numpy as np
 
-from apollo_jax import codecs, metrics
+from apollo_jax.data import codecs
+from apollo_jax.evaluation import metrics
 
 
 def main():

@@ -21,7 +21,7 @@ import os
 import numpy as np
 
 from apollo_jax import audio
-from apollo_jax.evaluation import category_clips
+from apollo_jax.evaluation.evaluate import category_clips
 
 
 def main():

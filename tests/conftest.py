@@ -68,7 +68,7 @@ def params():
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory, params):
   """``params`` written as a published-style safetensors checkpoint."""
-  from apollo_jax.interop import save_torch_generator
+  from apollo_jax.checkpoints.published import save_torch_generator
   path = str(tmp_path_factory.mktemp("ckpt") / "tiny.safetensors")
   save_torch_generator(TINY, params, path)
   return path

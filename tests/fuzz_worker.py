@@ -30,7 +30,8 @@ def _on_alarm(signum, frame):
 
 def read_audio(path: str) -> None:
   """What audio.load, audio.Reader and the restore command's reading do with one file."""
-  from apollo_jax import audio, restore
+  from apollo_jax import audio
+  from apollo_jax.cli import restore
   audio.load(path)                       # native rate
   audio.load(path, 44100, start=7, frames=5000)
   (src, _), = restore.collect_inputs([path])
@@ -43,7 +44,7 @@ def read_audio(path: str) -> None:
 
 
 def read_zip(path: str) -> None:
-  from apollo_jax.interop import load_torch_generator
+  from apollo_jax.checkpoints.published import load_torch_generator
   load_torch_generator(path)
 
 
@@ -54,7 +55,7 @@ def main(kind: str, list_file: str, out_file: str, memory_gb: float, seconds: in
     from apollo_jax.audio import AudioError
     read, allowed = read_audio, (AudioError,)
   else:
-    from apollo_jax.interop import CheckpointFormatError, UnsafeCheckpointError
+    from apollo_jax.checkpoints import CheckpointFormatError, UnsafeCheckpointError
     read, allowed = read_zip, (CheckpointFormatError, UnsafeCheckpointError)
   signal.signal(signal.SIGALRM, _on_alarm)
   with open(list_file) as f:

@@ -17,10 +17,10 @@ import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
-from apollo_jax import interop
-from apollo_jax.discriminator import init_discriminator
-from apollo_jax.inference import load_generator, save_generator
-from apollo_jax.interop import CheckpointFormatError, load_torch_generator
+from apollo_jax.checkpoints import published
+from apollo_jax.gan.discriminator import init_discriminator
+from apollo_jax.checkpoints import load_generator, save_generator
+from apollo_jax.checkpoints import CheckpointFormatError, load_torch_generator
 from apollo_jax.training.config import TrainConfig
 from apollo_jax.training.loop import _init_discriminator
 from fakes import random_params
@@ -38,7 +38,7 @@ def bare_file(tmp_path, cfg, name="model.pth", prefix="", wrap=None, seed=0):
   """A torch zip holding only tensors (no model_args): ``(path, params)``."""
   params = random_params(cfg, seed)
   sd = collections.OrderedDict(
-      (prefix + k, v) for k, v in interop.generator_state_dict_from_params(cfg, params).items())
+      (prefix + k, v) for k, v in published.generator_state_dict_from_params(cfg, params).items())
   path = str(tmp_path / name)
   write_torch_zip(path, wrap(sd) if wrap else sd)
   return path, params
@@ -51,7 +51,7 @@ def same(a, b):
     np.testing.assert_array_equal(np.asarray(la), np.asarray(lb))
 
 
-@pytest.mark.parametrize("rate", interop.STANDARD_RATES)
+@pytest.mark.parametrize("rate", published.STANDARD_RATES)
 def test_sample_rate_is_inferred_from_the_fft_size(tmp_path, rate):
   cfg = tiny(rate)
   path, params = bare_file(tmp_path, cfg)
@@ -86,7 +86,7 @@ def test_flags_override_the_inference(tmp_path):
 
 def test_model_args_win_over_inference_and_contradict_flags(tmp_path):
   cfg = tiny(48000)
-  sd = interop.generator_state_dict_from_params(cfg, random_params(cfg))
+  sd = published.generator_state_dict_from_params(cfg, random_params(cfg))
   path = str(tmp_path / "release.bin")
   write_torch_zip(path, {"model_name": "Apollo", "state_dict": sd,
                          "model_args": {"sr": 48000, "win": 20, "feature_dim": 16, "layer": 1}})
@@ -110,7 +110,7 @@ def test_safetensors_without_metadata_is_inferred(tmp_path):
   cfg = tiny(32000)
   params = random_params(cfg)
   path = str(tmp_path / "bare.safetensors")
-  save_file(interop.generator_state_dict_from_params(cfg, params), path)
+  save_file(published.generator_state_dict_from_params(cfg, params), path)
   got_cfg, got = load_generator(path)
   assert got_cfg.sample_rate == 32000
   same(got, params)
@@ -139,7 +139,7 @@ def test_torch_compile_prefixes(tmp_path, prefix):
 
 def _disc_state_dict(seed=0, channels=2):
   d = init_discriminator(jax.random.PRNGKey(seed), channels=channels)
-  return d, interop.discriminator_state_dict_from_variables(d)
+  return d, published.discriminator_state_dict_from_variables(d)
 
 
 def _lightning_file(tmp_path, prefix_d="discriminator.", compiled=""):
@@ -147,7 +147,7 @@ def _lightning_file(tmp_path, prefix_d="discriminator.", compiled=""):
   params = random_params(cfg)
   d, dsd = _disc_state_dict()
   state = collections.OrderedDict()
-  for k, v in interop.generator_state_dict_from_params(cfg, params).items():
+  for k, v in published.generator_state_dict_from_params(cfg, params).items():
     state[f"audio_model.{compiled}{k}"] = v
   for k, v in dsd.items():
     state[f"{prefix_d}{compiled}{k}"] = v
@@ -163,8 +163,8 @@ def test_lightning_ckpt_loads_generator_and_discriminator(tmp_path, compiled):
   got_cfg, got = load_generator(path)
   assert got_cfg == cfg
   same(got, params)
-  assert interop.has_torch_discriminator(path)
-  same(interop.load_torch_discriminator(path), d)
+  assert published.has_torch_discriminator(path)
+  same(published.load_torch_discriminator(path), d)
 
 
 def test_train_init_from_uses_the_lightning_discriminator(tmp_path):
@@ -212,7 +212,7 @@ def test_eval_and_train_init_from_take_the_rate(tmp_path):
   argv = ["--data", str(tmp_path / "data"), "--out", str(tmp_path / "out"), "--checkpoint", path,
           "--metrics", "si_snr", "--bitrates", "64", "--workers", "0"]
   assert eval_script.main(argv) == 2  # 40 kHz is not a standard rate: --sample-rate needed
-  systems = __import__("apollo_jax.evaluation").evaluation.load_systems([path], "mp3", 40000)
+  systems = __import__("apollo_jax.evaluation.evaluate").evaluation.evaluate.load_systems([path], "mp3", 40000)
   assert systems[1].cfg.sample_rate == 40000
   config = ml_collections.ConfigDict({"init_from": path})
   same(_init_generator(config, tiny(40000)), params)  # the config's rate stands in for the flag

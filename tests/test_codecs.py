@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from apollo_jax import codecs
+from apollo_jax.data import codecs
 
 
 def music_like(seconds=1.0, rate=44100, channels=2, seed=0):

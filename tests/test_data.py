@@ -242,13 +242,21 @@ def test_workers_give_the_same_batches(tmp_path):
 
 
 def test_iterator_state_restores_with_orbax(tmp_path):
+  # Through the one writer/reader of training checkpoints, which saves the data position.
+  from apollo_jax.training.checkpoint import Checkpoints, abstract
   stems_corpus(tmp_path / "data")
   cfg = tiny_config([tmp_path / "data"])
   it = make_train_iterator(cfg, 1, 2)
   batches(it, 2, close=False)
-  pipeline.save_iterator(it, str(tmp_path / "ckpt"))
+  state = {"x": np.zeros(3, np.float32)}
+  ckpts = Checkpoints(str(tmp_path / "run"), keep=1, gen_config_json="{}")
+  ckpts.save(1, state, it, {"step": 1})
+  ckpts.wait()
   expected = batches(it, 2)
-  restored = pipeline.restore_iterator(make_train_iterator(cfg, 1, 2), str(tmp_path / "ckpt"))
+  restored = make_train_iterator(cfg, 1, 2)
+  got_state, meta = ckpts.restore_latest(abstract(state), restored)
+  ckpts.close()
+  assert meta == {"step": 1} and got_state["x"].shape == (3,)
   for x, y in zip(expected, batches(restored, 2)):
     assert x["target"].tobytes() == y["target"].tobytes()
     assert x["degraded"].tobytes() == y["degraded"].tobytes()

@@ -9,8 +9,10 @@ import jax
 import numpy as np
 import pytest
 
-from apollo_jax import Apollo, deploy, interop
-from apollo_jax.inference import save_generator
+from apollo_jax import Apollo
+from apollo_jax.checkpoints import published
+from apollo_jax.inference import deploy
+from apollo_jax.checkpoints import save_generator
 from fakes import random_params
 from tests.conftest import TINY
 
@@ -53,7 +55,7 @@ def test_stablehlo_export_errors(tmp_path):
   with pytest.raises(ValueError, match="shorter than one STFT window"):
     deploy.export_stablehlo(TINY, params, (1, 2, 100), str(tmp_path / "m.npz"))
   path = tmp_path / "ckpt.safetensors"
-  interop.save_torch_generator(TINY, params, str(path))
+  published.save_torch_generator(TINY, params, str(path))
   r = subprocess.run([sys.executable, "-m", "apollo_jax.interop", "export", str(path),
                       str(tmp_path / "m.onnx"), "--format", "stablehlo"], capture_output=True, text=True)
   assert r.returncode == 2 and "writes .npz files" in r.stderr and r.stderr.count("\n") == 1
@@ -76,7 +78,7 @@ def _runner():
 @pytest.mark.slow
 def test_onnx_export_matches_the_jax_forward_on_the_parity_input(parity, tmp_path):
   _onnx_extra()
-  cfg, params = interop.load_torch_generator(str(parity / "apollo_small.safetensors"))
+  cfg, params = published.load_torch_generator(str(parity / "apollo_small.safetensors"))
   x = np.load(parity / "input.npy")
   path = str(tmp_path / "apollo.onnx")
   deploy.export_onnx(cfg, params, x.shape, path)
@@ -94,7 +96,7 @@ def test_onnx_command_line_and_missing_extra(tmp_path, monkeypatch):
   _onnx_extra()
   params = random_params(TINY)
   path = tmp_path / "ckpt.safetensors"
-  interop.save_torch_generator(TINY, params, str(path))
+  published.save_torch_generator(TINY, params, str(path))
   r = subprocess.run([sys.executable, "-m", "apollo_jax.interop", "export", str(path),
                       str(tmp_path / "m.onnx"), "--format", "onnx", "--channels", "1",
                       "--samples", "4410"], capture_output=True, text=True)

@@ -6,10 +6,12 @@ import numpy as np
 import pytest
 
 from apollo_jax import count_params
-from apollo_jax.discriminator import (Discriminator, deinterleave, init_discriminator,
-                                      interleave)
-from apollo_jax.interop import (CheckpointFormatError, discriminator_state_dict_from_variables,
-                                discriminator_variables_from_state_dict, load_torch_discriminator)
+from apollo_jax.gan.discriminator import (Discriminator, deinterleave, init_discriminator,
+                                          interleave)
+from apollo_jax.checkpoints import CheckpointFormatError
+from apollo_jax.checkpoints.published import (discriminator_state_dict_from_variables,
+                                              discriminator_variables_from_state_dict,
+                                              load_torch_discriminator)
 
 TOL = 1e-4  # SPEC.md: max abs error on outputs, float32 on CPU.
 SMALL = (32, 64)  # windows for the fast tests
@@ -154,7 +156,7 @@ def test_state_dict_round_trip_and_lightning_prefix(tmp_path):
 def test_conv_gradients_equal_xla_convolution(stride, hw):
   """The custom input gradient (forward convolutions; four parities when strided) equals the
   gradient of lax.conv_general_dilated, for odd and even sizes."""
-  from apollo_jax.discriminator import _conv_forward, conv3x3
+  from apollo_jax.gan.discriminator import _conv_forward, conv3x3
   rng = np.random.default_rng(stride)
   x = jnp.asarray(rng.standard_normal((2, *hw, 4)), jnp.float32)
   k = jnp.asarray(rng.standard_normal((3, 3, 4, 8)), jnp.float32)

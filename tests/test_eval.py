@@ -11,8 +11,9 @@ import pytest
 
 import eval as eval_cli
 from apollo_jax import audio, init_params
-from apollo_jax import evaluation, inference
-from apollo_jax.interop import save_torch_generator
+from apollo_jax.evaluation import evaluate as evaluation
+from apollo_jax.inference import chunked
+from apollo_jax.checkpoints.published import save_torch_generator
 from tests.conftest import TINY
 
 SR = 44100
@@ -83,7 +84,7 @@ def test_end_to_end_outputs_and_resume(setup, capsys, monkeypatch):
 
   # Resume: every row comes from the cache; nothing is restored again.
   capsys.readouterr()
-  monkeypatch.setattr(inference, "restore_array", lambda *a, **k: pytest.fail("restored a cached item"))
+  monkeypatch.setattr(chunked, "restore_array", lambda *a, **k: pytest.fail("restored a cached item"))
   assert eval_cli.main(_args(data, out, ckpt, "--workers", "0")) == 0
   assert "(12 from cache)" in capsys.readouterr().out
   with open(out / "results.csv") as f:
@@ -134,7 +135,7 @@ def test_category_clips():
 
 
 def test_no_harm_lines_count_clips_below_the_codec_input():
-  from apollo_jax import eval_report
+  from apollo_jax.evaluation import report as eval_report
   rows = []
   for i, (codec_v, ours_v, codec_s, ours_s) in enumerate([(3.0, 3.5, 10, 12), (4.0, 3.9, 10, 9),
                                                            (2.0, 2.0, 5, float("nan"))]):

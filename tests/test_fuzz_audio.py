@@ -119,10 +119,11 @@ def make_audio_files(folder: str, count: int, seed: int) -> list[str]:
 
 
 def _tiny_state_dict(rng):
-  from apollo_jax import ApolloConfig, interop
+  from apollo_jax import ApolloConfig
+  from apollo_jax.checkpoints import published
   from fakes import random_params
   cfg = ApolloConfig(feature_dim=16, num_layers=1, num_heads=8, num_bands=int(rng.integers(2, 80)))
-  sd = interop.generator_state_dict_from_params(cfg, random_params(cfg, seed=int(rng.integers(99))))
+  sd = published.generator_state_dict_from_params(cfg, random_params(cfg, seed=int(rng.integers(99))))
   return {k: v for k, v in sd.items() if not k.endswith(("cos_freq", "sin_freq"))}
 
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from apollo_jax import Apollo
-from apollo_jax.interop import load_torch_generator
+from apollo_jax.checkpoints.published import load_torch_generator
 
 TOL = 1e-4  # SPEC.md: max abs error on outputs, float32 on CPU.
 

@@ -10,9 +10,10 @@ import pytest
 from safetensors.numpy import load_file
 
 import eval as eval_cli
-from apollo_jax import audio, interop_cli
-from apollo_jax.interop import CheckpointFormatError, load_torch_generator, save_torch_generator
-from apollo_jax.restore import main as restore_main
+from apollo_jax import audio
+from apollo_jax.cli import interop as interop_cli
+from apollo_jax.checkpoints import CheckpointFormatError, load_torch_generator, save_torch_generator
+from apollo_jax.cli.restore import main as restore_main
 from fakes import music
 from tests.conftest import TINY
 from torch_zip import write_crafted_zip, write_malicious_zip, write_torch_zip
@@ -298,8 +299,8 @@ def test_item9_stream_overwrite_never_overwrites_the_input(tmp_path, ckpt, capsy
                     *extra)
     assert_one_line_error(code, err, "input")
   with pytest.raises(SystemExit) as e:  # python -m apollo_jax.streaming as well
-    from apollo_jax import streaming
-    streaming.main([path, path, "--checkpoint", ckpt])
+    from apollo_jax.cli import stream
+    stream.main([path, path, "--checkpoint", ckpt])
   assert e.value.code == 2
   assert open(path, "rb").read() == before
 
@@ -342,7 +343,7 @@ def test_item10_signal_during_restore_cleans_up(tmp_path, ckpt, signame):
 
 def test_item11_raw_pcm_nan_is_an_error_not_propagated(params):
   import io
-  from apollo_jax import streaming
+  from apollo_jax.inference import streaming
   x = np.zeros((2, 5 * 441), np.float32)
   x[1, 3 * 441 + 7] = np.nan
   out = io.BytesIO()
@@ -395,7 +396,7 @@ def test_item16_restored_files_get_the_umask_mode(tmp_path, ckpt, capsys, params
     assert os.stat(tmp_path / "s.flac").st_mode & 0o777 == 0o640
     save_torch_generator(TINY, params, str(tmp_path / "g.safetensors"))
     assert os.stat(tmp_path / "g.safetensors").st_mode & 0o777 == 0o640
-    from apollo_jax.inference import save_generator
+    from apollo_jax.checkpoints import save_generator
     save_generator(str(tmp_path / "orbax"), TINY, params)
     assert os.stat(tmp_path / "orbax").st_mode & 0o777 == 0o750
   finally:
@@ -459,7 +460,7 @@ def _assert_params_equal(a, b):
 
 def test_item5_truncated_newest_step_falls_back_to_an_older_one(tmp_path, params, song, capsys):
   import jax
-  from apollo_jax.inference import load_generator
+  from apollo_jax.checkpoints import load_generator
   root = _manager_run(tmp_path, params)
   _truncate_files(os.path.join(root, "2", "state"))
   cfg, got = load_generator(root)
@@ -470,7 +471,7 @@ def test_item5_truncated_newest_step_falls_back_to_an_older_one(tmp_path, params
 
 
 def test_item5_corrupt_orbax_folder_is_a_one_line_error(tmp_path, params, song, capsys):
-  from apollo_jax.inference import load_generator
+  from apollo_jax.checkpoints import load_generator
   root = _manager_run(tmp_path, params)
   for step in ("1", "2"):
     _truncate_files(os.path.join(root, step, "state"))
@@ -535,6 +536,38 @@ def test_item3_shipped_configs_pass_the_checks():
   from apollo_jax.training.validate import check_config
   for variant in ("paper", "demo", "causal", "finetune"):
     check_config(apollo.get_config(variant))
+
+
+SHARED = [("model.sample_rate", 48000, "data.sample_rate"), ("data.sample_rate", 48000, "model.sample_rate"),
+          ("data.channels", 1, "train.channels"), ("train.channels", 1, "data.channels")]
+
+
+@pytest.mark.parametrize("field,value,other", SHARED, ids=[f"{f}={v}" for f, v, _ in SHARED])
+def test_issue12_model_data_and_train_must_agree(field, value, other):
+  # Issue 12 item 2: a field two parts of the config hold is derived in configs/apollo.py;
+  # overriding one side only fails at start-up, naming both fields, in one line.
+  sys.path.insert(0, REPO)
+  from configs import apollo
+  from apollo_jax.training.validate import ConfigError, check_config
+  config = apollo.get_config("demo")
+  set_field = lambda c, dotted, v: c[dotted.split(".")[0]].__setitem__(dotted.split(".")[1], v)
+  set_field(config, field, value)
+  with pytest.raises(ConfigError) as e:
+    check_config(config)
+  message = str(e.value)
+  assert f"config.{field}={value}" in message and f"config.{other}=" in message, message
+  assert "disagree" in message and "\n" not in message
+  set_field(config, other, value)  # both set: training starts
+  check_config(config)
+
+
+def test_issue12_compute_dtype_has_one_owner():
+  # The model config owns the matmul dtype (both networks use it); a train config written
+  # before the move says where the field went instead of "unknown field".
+  from apollo_jax.training.config import TrainConfig
+  assert "compute_dtype" not in TrainConfig().to_dict()
+  with pytest.raises(ValueError, match="config.model.compute_dtype"):
+    TrainConfig.from_dict({"compute_dtype": "bfloat16"})
 
 
 def test_item3_train_py_refuses_a_bad_field_in_one_line_before_compiling(tmp_path):

@@ -95,3 +95,66 @@ def test_no_import_cycles_in_the_package():
   # it is one only if a submodule also imports the package back, which the graph shows.
   cycle = find_cycle(graph)
   assert cycle is None, "import cycle: " + " -> ".join(cycle)
+
+
+# The layers of the package, lowest first (README, Layout). A module may import modules of
+# its own layer or a lower one, never a higher one, so each layer can be read, tested and
+# changed knowing only what is below it. The generator chain is config -> spectral/layers
+# -> model -> gan -> training, the checkpoint chain checkpoints -> inference -> cli.
+LAYERS = [
+    {"config", "signals", "compile_cache", "audio"},  # plain Python / numpy, no model
+    {"spectral", "layers"},
+    {"model"},
+    {"gan"},
+    {"data"},
+    {"checkpoints"},
+    {"inference"},
+    {"evaluation"},
+    {"training"},
+    {"cli"},
+]
+# Old paths kept only so `python -m apollo_jax.<old>` and old imports keep working: thin
+# forwards to the new home, which nothing inside the package may import.
+ALIASES = {"restore", "interop", "streaming"}
+
+
+def layer(module: str) -> int | None:
+  """The layer of ``apollo_jax.<top>...`` (None: the package itself or an alias)."""
+  top = module.split(".")[1] if module.count(".") else None
+  if top is None or top in ALIASES:
+    return None
+  for i, names in enumerate(LAYERS):
+    if top in names:
+      return i
+  raise AssertionError(f"{module}: not in any layer of tests/test_imports.py; add it to LAYERS")
+
+
+def test_imports_go_down_the_layers():
+  trees = modules()
+  wrong = []
+  for name, tree in trees.items():
+    own = layer(name)
+    for dep in imports(name, tree, set(trees)):
+      if dep.split(".")[1:2] and dep.split(".")[1] in ALIASES and name != PACKAGE:
+        if layer(name) is not None:
+          wrong.append(f"{name} imports the old-path alias {dep}")
+        continue
+      if own is not None and (d := layer(dep)) is not None and d > own:
+        wrong.append(f"{name} (layer {own}) imports {dep} (layer {d})")
+  assert not wrong, "imports going up the layers:\n" + "\n".join(sorted(wrong))
+
+
+def test_aliases_only_forward():
+  # An alias holds no code of its own: a docstring, imports and the __main__ forward.
+  trees = modules()
+  for alias in sorted(ALIASES):
+    body = trees[f"{PACKAGE}.{alias}"].body
+    kinds = {type(n).__name__ for n in body[1:]}
+    assert kinds <= {"ImportFrom", "Import", "If"}, (alias, kinds)
+
+
+def test_the_layer_check_catches_an_upward_import():
+  known = {"apollo_jax", "apollo_jax.model", "apollo_jax.training.loop"}
+  up = imports("apollo_jax.model", ast.parse("def f():\n  from apollo_jax.training import loop\n"), known)
+  assert up == {"apollo_jax.training.loop"}
+  assert layer("apollo_jax.training.loop") > layer("apollo_jax.model")

@@ -1,4 +1,4 @@
-"""Reading published checkpoints safely, converting and exporting them (apollo_jax.interop)."""
+"""Reading published checkpoints safely, converting and exporting them (apollo_jax.checkpoints, python -m apollo_jax.interop)."""
 
 import collections
 import json
@@ -12,9 +12,10 @@ import pytest
 from safetensors.numpy import load_file, save_file
 
 from apollo_jax import ApolloConfig
-from apollo_jax import interop, interop_cli
-from apollo_jax.inference import load_generator, save_generator
-from apollo_jax.interop import CheckpointFormatError, UnsafeCheckpointError, load_torch_generator
+from apollo_jax.checkpoints import published
+from apollo_jax.cli import interop as interop_cli
+from apollo_jax.checkpoints import load_generator, save_generator
+from apollo_jax.checkpoints import CheckpointFormatError, UnsafeCheckpointError, load_torch_generator
 from fakes import random_params
 from tests.conftest import TINY
 from torch_zip import write_malicious_zip, write_torch_zip
@@ -103,7 +104,7 @@ def test_inconsistent_checkpoints_are_refused(tmp_path, small):
 def test_import_export_import_is_exact(tmp_path, parity, small):
   sd, (cfg, params) = small
   out = str(tmp_path / "back.safetensors")
-  interop.save_torch_generator(cfg, params, out)
+  published.save_torch_generator(cfg, params, out)
   back = load_file(out)
   assert set(back) == set(sd)
   for k in sd:
@@ -146,7 +147,7 @@ def test_convert_and_export_cli(tmp_path, parity, small, capsys):
 
 def test_interop_module_entry_point(tmp_path, parity):
   out = tmp_path / "small"
-  env = {**os.environ, "PYTHONPATH": str(interop.__file__).rsplit("/apollo_jax/", 1)[0]}
+  env = {**os.environ, "PYTHONPATH": str(published.__file__).rsplit("/apollo_jax/", 1)[0]}
   r = subprocess.run([sys.executable, "-m", "apollo_jax.interop", "convert",
                       str(parity / "apollo_small.safetensors"), str(out)],
                      capture_output=True, text=True, env=env)

@@ -7,9 +7,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from apollo_jax import losses
-from apollo_jax.discriminator import Discriminator, multi_stft
-from apollo_jax.interop import load_torch_discriminator
+from apollo_jax.gan import losses
+from apollo_jax.gan.discriminator import WINDOWS, Discriminator
+from apollo_jax.spectral import multi_stft
+from apollo_jax.checkpoints.published import load_torch_discriminator
 
 
 @pytest.mark.slow
@@ -43,7 +44,7 @@ def test_reconstruction_loss_properties():
   l1 = rec(b, a)
   np.testing.assert_allclose(float(l1), float(rec(3 * b, 3 * a)), rtol=1e-5)
   # Precomputed spectra give the same value.
-  same = jax.jit(lambda b, a: losses.stft_magnitude_loss(multi_stft(b), multi_stft(a)))(b, a)
+  same = jax.jit(lambda b, a: losses.stft_magnitude_loss(multi_stft(b, WINDOWS), multi_stft(a, WINDOWS)))(b, a)
   np.testing.assert_allclose(float(same), float(l1), rtol=1e-6)
   # Finite gradient at an all-zero estimate (|0| has no direction).
   g = jax.jit(jax.grad(lambda e: losses.multi_resolution_stft_loss(e, a)))(jnp.zeros_like(a))

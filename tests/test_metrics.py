@@ -3,7 +3,7 @@ import warnings
 import numpy as np
 import pytest
 
-from apollo_jax import metrics
+from apollo_jax.evaluation import metrics
 
 SR = 44100
 

@@ -1,4 +1,4 @@
-"""Issue 13 item 3: the null test (apollo_jax.nulltest, ``interop compare``)."""
+"""Issue 13 item 3: the null test (apollo_jax.evaluation.nulltest, ``interop compare``)."""
 
 import math
 import subprocess
@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from apollo_jax import Apollo, nulltest
-from apollo_jax.interop import load_torch_generator
+from apollo_jax import Apollo
+from apollo_jax.evaluation import nulltest
+from apollo_jax.checkpoints.published import load_torch_generator
 
 
 def test_compare_arrays_numbers():

@@ -1,4 +1,4 @@
-"""Chunked restoration (apollo_jax.inference) and the restore command line (apollo_jax.restore)."""
+"""Chunked restoration (apollo_jax.inference.chunked) and the restore command line (apollo_jax.cli.restore)."""
 
 import os
 import subprocess
@@ -9,9 +9,11 @@ import pytest
 import soundfile as sf
 from safetensors.numpy import load_file, save_file
 
-from apollo_jax import audio, codecs
-from apollo_jax.inference import ChunkedRestorer, _OverlapAdd, restore_array, save_generator
-from apollo_jax.restore import main
+from apollo_jax import audio
+from apollo_jax.data import codecs
+from apollo_jax.checkpoints import save_generator
+from apollo_jax.inference.chunked import ChunkedRestorer, _OverlapAdd, restore_array
+from apollo_jax.cli.restore import main
 from fakes import music
 from tests.conftest import TINY
 from torch_zip import write_malicious_zip

@@ -119,7 +119,7 @@ def test_cache_keys_on_the_soundfont():
 
 @needs_heldout
 def test_heldout_set_is_ready_for_eval(tmp_path):
-  from apollo_jax import evaluation
+  from apollo_jax.evaluation import evaluate as evaluation
   out = str(tmp_path / "held")
   heldout.main([out, "--clips", "1", "--seconds", "1.5"])
   rows = list(csv.reader(open(os.path.join(out, "manifest.csv"))))

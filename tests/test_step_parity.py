@@ -11,9 +11,9 @@ import jax
 import numpy as np
 import pytest
 
-from apollo_jax.interop import (discriminator_state_dict_from_variables,
-                                generator_state_dict_from_params, load_torch_discriminator,
-                                load_torch_generator)
+from apollo_jax.checkpoints.published import (discriminator_state_dict_from_variables,
+                                              generator_state_dict_from_params,
+                                              load_torch_discriminator, load_torch_generator)
 from apollo_jax.training import (create_train_state, default_train_config, make_mesh,
                                  make_train_step, shard_batch)
 

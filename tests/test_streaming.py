@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from apollo_jax import Apollo, ApolloConfig, audio, init_params, spectral
-from apollo_jax import streaming as st
+from apollo_jax.inference import streaming as st
 from tests.conftest import TINY
 
 TOL = 1e-5  # issue 7: max abs diff after the latency, float32.
@@ -124,7 +124,7 @@ def test_mono_odd_lengths_and_reset(params, cfg, lengths):
 
 @pytest.mark.slow
 def test_published_weights_stream_in_lookahead_mode(parity):
-  from apollo_jax.interop import load_torch_generator
+  from apollo_jax.checkpoints.published import load_torch_generator
   cfg, p = load_torch_generator(str(parity / "apollo_small.safetensors"))
   x = np.load(parity / "input.npy")[..., :20 * cfg.hop + 5]
   got = st.stream_array(cfg, p, x)
@@ -142,12 +142,13 @@ def test_stream_file_round_trip(params, tmp_path):
 
 
 def test_command_line_on_files(params, tmp_path, capsys):
-  from apollo_jax.interop import save_torch_generator
+  from apollo_jax.checkpoints import save_torch_generator
+  from apollo_jax.cli import stream
   save_torch_generator(CAUSAL, params, str(tmp_path / "g.safetensors"))
   x = signal((2, 9 * HOP + 123), seed=7) * 0.5
   audio.save(str(tmp_path / "in.wav"), x, 44100)
-  st.main([str(tmp_path / "in.wav"), str(tmp_path / "out.wav"),
-           "--checkpoint", str(tmp_path / "g.safetensors"), "--causal"])
+  stream.main([str(tmp_path / "in.wav"), str(tmp_path / "out.wav"),
+               "--checkpoint", str(tmp_path / "g.safetensors"), "--causal"])
   assert "latency 882 samples = 20 ms" in capsys.readouterr().err
   y, _ = audio.load(str(tmp_path / "out.wav"))
   assert_matches(y, offline(CAUSAL, params, x[None])[0])
@@ -194,8 +195,8 @@ def test_residual_causal_model_streams_like_offline():
 
 
 def test_restore_cli_stream_flag(params, tmp_path, capsys):
-  from apollo_jax import restore
-  from apollo_jax.interop import save_torch_generator
+  from apollo_jax.cli import restore
+  from apollo_jax.checkpoints.published import save_torch_generator
   save_torch_generator(CAUSAL, params, str(tmp_path / "g.safetensors"))  # records causal=True
   x = signal((2, 9 * HOP + 123), seed=7) * 0.5
   audio.save(str(tmp_path / "in.wav"), x, 44100)

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from apollo_jax.discriminator import Discriminator
+from apollo_jax.gan.discriminator import Discriminator
 from apollo_jax.training import (TrainConfig, create_train_state, default_train_config,
                                  lr_schedule, make_mesh, make_optimizers, make_train_step,
                                  shard_batch)
@@ -163,3 +163,27 @@ def test_train_config_validation_and_round_trip():
     TrainConfig(spectral_norm_updates_per_step=2)
   with pytest.raises(ValueError, match="unknown"):
     TrainConfig.from_dict({"learning_rate": 1.0})
+
+
+@pytest.mark.slow  # ~10 s: a real orbax save and two restores of the whole state
+def test_checkpoint_with_the_old_unused_rng_resumes(mesh, tmp_path):
+  # Issue 12: TrainState no longer carries a PRNG key (split every step, never used). A run
+  # checkpointed with it resumes: the state comes back without the key, everything equal.
+  import dataclasses
+  import grain
+  from apollo_jax.training.checkpoint import Checkpoints, abstract
+  from apollo_jax.training.state import LegacyTrainState, TrainState
+  state = fresh_state(mesh)
+  fields = {f.name: getattr(state, f.name) for f in dataclasses.fields(TrainState)}
+  old = LegacyTrainState(**fields, rng=jax.random.key_data(jax.random.PRNGKey(1)))
+  it = iter(grain.MapDataset.range(8).to_iter_dataset())
+  next(it)
+  ckpts = Checkpoints(str(tmp_path), keep=1, gen_config_json=TINY.to_json())
+  ckpts.save(3, old, it, {"best_step": -1})
+  ckpts.wait()
+  resumed = iter(grain.MapDataset.range(8).to_iter_dataset())
+  got, meta = ckpts.restore_latest(abstract(state), resumed)
+  ckpts.close()
+  assert type(got) is TrainState and meta == {"best_step": -1}
+  jax.tree.map(np.testing.assert_array_equal, host(got), host(state))
+  assert int(next(resumed)) == 1  # the data position came back too

@@ -19,8 +19,6 @@ _EXPORTS = {
     "ensure_demo_corpus": "demo",
     "make_train_dataset": "pipeline",
     "make_train_iterator": "pipeline",
-    "restore_iterator": "pipeline",
-    "save_iterator": "pipeline",
     "train_index": "pipeline",
     "LAYOUTS": "sources",
     "DataError": "sources",

@@ -17,8 +17,6 @@ from __future__ import annotations
 import argparse
 import collections
 import dataclasses
-import importlib.util
-import os
 import sys
 from typing import Any
 

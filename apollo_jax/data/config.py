@@ -38,7 +38,7 @@ def default_data_config() -> ml_collections.ConfigDict:
       activity_min_fraction=0.5,    # a crop is used when this fraction of frames is active
       max_crop_tries=10,            # random crops tried before taking the most active one
       # Degradation: codec and bitrate drawn per item, uniformly.
-      codecs=("mp3",),              # any of apollo_jax.codecs.CODECS
+      codecs=("mp3",),              # any of apollo_jax.data.codecs.CODECS
       bitrates=(24, 32, 48, 64, 96, 128),  # kbit/s
       mp3_quality=3,                # LAME -q (3 is LAME's default; 7 is about 2x faster)
       # Fixed validation set.

@@ -13,7 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from apollo_jax import audio, codecs
+from apollo_jax import audio
+from apollo_jax.data import codecs
 from apollo_jax.data.sources import DataError
 
 # Mixes are brought to this peak before the codec, like mastered music: LAME's
@@ -86,12 +87,6 @@ def to_channels(x: np.ndarray, channels: int) -> np.ndarray:
   return x[:channels]
 
 
-def _fit(x: np.ndarray, samples: int) -> np.ndarray:
-  if x.shape[1] >= samples:
-    return x[:, :samples]
-  return np.pad(x, ((0, 0), (0, samples - x.shape[1])))
-
-
 # Larger samples are no audio (float32 garbage near 3.4e38): mixing up to max_stems of them
 # with gains, or squaring them for the activity check, would overflow to inf. Such files are
 # skipped like unreadable ones (logged once, counted in ``bad``).
@@ -117,7 +112,7 @@ def read_segment(files: list[dict[str, Any]], start_seconds: float, spec: MixSpe
     peak = float(np.max(np.abs(x))) if x.size else 0.0
     if peak > MAX_ABS_SAMPLE:  # finite, but gains and sums would overflow float32 to inf
       raise UnreadableFile(f["path"], f"samples reach {peak:.3g}, far outside audio range")
-    x = _fit(to_channels(x, spec.channels), spec.segment)
+    x = audio.fit_length(to_channels(x, spec.channels), spec.segment)
     if out is None:
       out = x
     else:

@@ -6,12 +6,12 @@
 
 Each item depends only on the seed, the epoch and its index, so batches are the same for
 any number of workers, and the iterator state (``get_state``/``set_state``, or orbax with
-``grain.checkpoint.CheckpointSave``/``CheckpointRestore``) resumes the exact stream.
+``grain.checkpoint.CheckpointSave``/``CheckpointRestore``, as the training checkpoints of
+:mod:`apollo_jax.training.checkpoint` save it) resumes the exact stream.
 """
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import grain
@@ -125,18 +125,3 @@ def make_train_iterator(cfg, seed: int, global_batch_size: int,
                         index: sources.Index | None = None) -> grain.DatasetIterator:
   """``iter(make_train_dataset(...))``: call ``close()`` on it when done with workers."""
   return iter(make_train_dataset(cfg, seed, global_batch_size, shard_options, index))
-
-
-def save_iterator(iterator: grain.DatasetIterator, directory: str) -> None:
-  """Writes the iterator position with orbax (a ``grain.checkpoint`` handler)."""
-  import orbax.checkpoint as ocp
-  with ocp.Checkpointer(grain.checkpoint.CheckpointHandler()) as ckptr:
-    ckptr.save(os.path.abspath(directory), args=grain.checkpoint.CheckpointSave(iterator))
-
-
-def restore_iterator(iterator: grain.DatasetIterator, directory: str) -> grain.DatasetIterator:
-  """Moves a fresh iterator of the same pipeline to the position saved in ``directory``."""
-  import orbax.checkpoint as ocp
-  with ocp.Checkpointer(grain.checkpoint.CheckpointHandler()) as ckptr:
-    return ckptr.restore(os.path.abspath(directory),
-                         args=grain.checkpoint.CheckpointRestore(iterator))

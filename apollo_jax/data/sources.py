@@ -31,7 +31,7 @@ from apollo_jax import audio
 
 LAYOUTS = ("musdb", "moisesdb", "stems", "paired")
 # Formats libsndfile seeks in, so segments are read without decoding whole files.
-STEM_EXTS = (".wav", ".flac", ".aiff", ".aif", ".ogg")
+STEM_EXTS = audio.SOUNDFILE_EXTS  # stems are read in random crops: seekable formats only
 MIXTURE = "mixture"
 _INDEX_VERSION = 1
 log = logging.getLogger(__name__)
@@ -80,8 +80,7 @@ def _listdir(folder: str, skipped: dict[str, str] | None) -> list[str]:
 
 
 def _audio_files(folder: str, skipped: dict[str, str] | None = None) -> list[str]:
-  return sorted(f for f in _listdir(folder, skipped)
-                if f.lower().endswith(STEM_EXTS) and not f.startswith("."))
+  return sorted(f for f in _listdir(folder, skipped) if audio.is_audio_name(f, STEM_EXTS))
 
 
 def _subfolders(folder: str, skipped: dict[str, str] | None = None) -> list[str]:
@@ -157,19 +156,14 @@ def _scan_moisesdb(root: str, min_seconds: float, skipped: dict[str, str]) -> li
 
 
 def _relative_audio_files(folder: str, skipped: dict[str, str]) -> list[str]:
-  out = []
-
   def unreadable(e: OSError) -> None:
     if e.filename != folder:
       skipped[e.filename] = f"unreadable folder ({e.strerror or e})"
     else:
       raise DataError(f"{folder}: cannot list the folder ({e.strerror or e})")
 
-  for parent, dirs, files in os.walk(folder, onerror=unreadable):
-    dirs.sort()
-    out += [os.path.relpath(os.path.join(parent, f), folder) for f in sorted(files)
-            if f.lower().endswith(STEM_EXTS) and not f.startswith(".")]
-  return sorted(out)
+  return sorted(os.path.relpath(f, folder)
+                for f in audio.find_audio(folder, STEM_EXTS, onerror=unreadable))
 
 
 def _scan_paired(root: str, min_seconds: float, skipped: dict[str, str]) -> list[dict[str, Any]]:
@@ -199,7 +193,7 @@ def _scan_paired(root: str, min_seconds: float, skipped: dict[str, str]) -> list
 _EXPECTED = {
     "musdb": "<track>/{bass,drums,other,vocals,mixture}.wav under train/ or test/",
     "moisesdb": "<track_id>/<stem>/<file>.wav",
-    "stems": f"<track>/<stem>{{{','.join(STEM_EXTS)}}}",
+    "stems": f"<track>/<stem>{{{','.join(sorted(STEM_EXTS))}}}",
     "paired": "clean/<name> and degraded/<name> with the same relative names",
 }
 

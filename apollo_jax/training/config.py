@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 from typing import Any, Mapping
 
-from apollo_jax.discriminator import WINDOWS
+from apollo_jax.config import JsonConfig
+from apollo_jax.gan.discriminator import WINDOWS
 
 
 @dataclasses.dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(JsonConfig):
   """Training-step knobs. Defaults reproduce the published recipe (SPEC.md, "Losses").
 
   Attributes:
@@ -25,12 +25,14 @@ class TrainConfig:
     rec_weight, adv_weight, fm_weight: generator loss weights (reconstruction, LSGAN,
       feature matching).
     windows: STFT windows of the discriminator and of the reconstruction loss.
-    channels: audio channels of a training segment (the discriminator's input).
+    channels: audio channels of a training segment (the discriminator's input); must equal
+      ``config.data.channels`` (``configs/apollo.py`` derives it from there).
+
+  The matmul dtype of both networks is the generator config's ``compute_dtype``
+  (:class:`~apollo_jax.config.ApolloConfig`), declared there only.
     spectral_norm_updates_per_step: 4 (published: D applied four times in training mode per
       step, one power iteration each) or 1 (one training-mode application of D on real and
       fake together for the D update; the G update uses D in eval mode).
-    compute_dtype: matmul/conv input dtype, "float32" or "bfloat16" (params, STFTs and
-      losses stay float32). Overrides the generator config's field.
     freeze_blocks: fine-tuning: the first N band-sequence blocks of the generator are not
       updated (their gradients are dropped before clipping).
   """
@@ -52,7 +54,6 @@ class TrainConfig:
   windows: tuple[int, ...] = WINDOWS
   channels: int = 2
   spectral_norm_updates_per_step: int = 4
-  compute_dtype: str = "float32"
   freeze_blocks: int = 0
 
   def __post_init__(self):
@@ -63,8 +64,6 @@ class TrainConfig:
       raise ValueError(
           f"spectral_norm_updates_per_step must be 4 (published) or 1, got "
           f"{self.spectral_norm_updates_per_step}")
-    if self.compute_dtype not in ("float32", "bfloat16"):
-      raise ValueError(f"compute_dtype must be 'float32' or 'bfloat16', got {self.compute_dtype!r}")
     if self.steps_per_epoch < 1 or self.decay_every_epochs < 1:
       raise ValueError(
           f"steps_per_epoch ({self.steps_per_epoch}) and decay_every_epochs "
@@ -73,23 +72,14 @@ class TrainConfig:
       if len(getattr(self, name)) != 2:
         raise ValueError(f"{name} must have two values, got {getattr(self, name)}")
 
-  def to_dict(self) -> dict[str, Any]:
-    return dataclasses.asdict(self)
-
-  def to_json(self) -> str:
-    return json.dumps(self.to_dict(), indent=1, sort_keys=True)
-
   @classmethod
   def from_dict(cls, d: Mapping[str, Any]) -> "TrainConfig":
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = set(d) - names
-    if unknown:
-      raise ValueError(f"unknown TrainConfig fields: {sorted(unknown)}")
-    return cls(**d)
-
-  @classmethod
-  def from_json(cls, text: str) -> "TrainConfig":
-    return cls.from_dict(json.loads(text))
+    if "compute_dtype" in d:  # a config written before the field moved (one owner)
+      raise ValueError(
+          "compute_dtype is no longer a TrainConfig field: it is the model's "
+          "(config.model.compute_dtype, ApolloConfig), which sets the dtype of both networks; "
+          f"move train.compute_dtype={d['compute_dtype']!r} there")
+    return super().from_dict(d)
 
 
 def default_train_config() -> TrainConfig:

@@ -16,7 +16,6 @@ SIGTERM / SIGINT finish the current step, save a checkpoint and return.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
 import os
@@ -25,22 +24,19 @@ import time
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import tqdm
 
-from apollo_jax import metrics as quality
 from apollo_jax.config import ApolloConfig
 from apollo_jax.data import pipeline
-from apollo_jax.data import validation as val_data
-from apollo_jax.model import Apollo
 from apollo_jax.training.checkpoint import Checkpoints, abstract
 from apollo_jax.training.config import TrainConfig
 from apollo_jax.training.runlog import RunLogger
 from apollo_jax.training.state import create_train_state
 from apollo_jax.training.step import make_mesh, make_train_step, shard_batch
 from apollo_jax.training.validate import check_config
+from apollo_jax.training.validation import Validator
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +78,7 @@ def _init_generator(config, gen_cfg: ApolloConfig):
   """Generator params to start from (``config.init_from``), or None for a random init."""
   if not config.init_from:
     return None
-  from apollo_jax.inference import load_generator
+  from apollo_jax.checkpoints import load_generator
   # The config's rate and window stand in for --sample-rate / --win-ms: a bare state dict
   # is read at them, and a file that records others is refused.
   cfg, params = load_generator(config.init_from, gen_cfg.sample_rate, gen_cfg.win_ms)
@@ -97,73 +93,12 @@ def _init_generator(config, gen_cfg: ApolloConfig):
 def _init_discriminator(config, train_cfg: TrainConfig):
   """The discriminator of an ``init_from`` training file (Lightning ``discriminator.``), or
   ``(None, None)``, so fine-tuning starts from a trained D when the file has one."""
-  from apollo_jax import interop
-  if not config.init_from or not interop.has_torch_discriminator(config.init_from):
+  from apollo_jax.checkpoints import published
+  if not config.init_from or not published.has_torch_discriminator(config.init_from):
     return None, None
-  d = interop.load_torch_discriminator(config.init_from, len(train_cfg.windows), train_cfg.channels)
+  d = published.load_torch_discriminator(config.init_from, len(train_cfg.windows), train_cfg.channels)
   log.info("init_from: discriminator loaded from %s", config.init_from)
   return d["params"], d["spectral"]
-
-
-class Validator:
-  """Scores the generator on the fixed validation pairs (SI-SDR is the selection metric).
-
-  Runs on this process's first device with a local copy of the parameters, so every
-  process can compute it independently (only process 0 logs).
-  """
-
-  def __init__(self, config, gen_cfg: ApolloConfig):
-    self.dataset = val_data.ValidationSet(val_data.ensure_validation_set(config.data))
-    self.items = [self.dataset[i] for i in range(len(self.dataset))]
-    self.sample_rate = self.dataset.sample_rate
-    self.visqol_items = int(config.val_visqol_items)
-    self.audio_items = int(config.val_audio_items)
-    device = jax.local_devices()[0]
-    self._device = device
-    self._forward = jax.jit(lambda p, x: Apollo(gen_cfg).apply({"params": p}, x))
-    # The degraded inputs' scores are fixed: compute them once.
-    self.input_scores = [self._score(it["target"], it["degraded"], i) for i, it in enumerate(self.items)]
-
-  def _score(self, target, estimate, index) -> dict[str, float]:
-    s = {"si_sdr": float(quality.si_sdr(target, estimate)), "lsd": float(quality.lsd(target, estimate))}
-    if index < self.visqol_items:
-      s["visqol"] = float(quality.visqol(target, estimate, self.sample_rate))
-    return s
-
-  def __call__(self, gen_params, step: int, logger: RunLogger) -> dict[str, float]:
-    params = jax.device_put(jax.tree.map(lambda a: np.asarray(a.addressable_data(0)), gen_params),
-                            self._device)
-    rows = []
-    for i, item in enumerate(self.items):
-      restored = np.asarray(self._forward(params, item["degraded"][None]))[0]
-      score = self._score(item["target"], restored, i)
-      rows.append(score)
-      if i < self.audio_items:
-        self._log_item(logger, step, i, item, restored)
-    out = {}
-    for name in rows[0]:
-      values = [r[name] for r in rows if name in r]
-      inputs = [r[name] for r in self.input_scores if name in r]
-      out[f"val/{name}"] = float(np.mean(values))
-      out[f"val/{name}_gain"] = float(np.mean(values) - np.mean(inputs))
-    return out
-
-  def _log_item(self, logger, step, i, item, restored):
-    if not logger.enabled:
-      return
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3), sharey=True)
-    for ax, (name, wav) in zip(axes, (("degraded", item["degraded"]), ("restored", restored),
-                                      ("clean", item["target"]))):
-      logger.audio(step, f"val_{i}/{name}", wav, self.sample_rate)
-      ax.specgram(wav.mean(0), NFFT=1024, Fs=self.sample_rate, noverlap=768, cmap="magma", vmin=-140)
-      ax.set_title(f"{name} ({item['codec']} {item['bitrate']} kbit/s)" if name == "degraded" else name)
-      ax.set_xlabel("s")
-    axes[0].set_ylabel("Hz")
-    fig.tight_layout()
-    logger.figure(step, f"val_{i}/spectrogram", fig)
 
 
 class StepRate:

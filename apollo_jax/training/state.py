@@ -12,7 +12,7 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from apollo_jax.config import ApolloConfig
-from apollo_jax.discriminator import init_discriminator
+from apollo_jax.gan.discriminator import init_discriminator
 from apollo_jax.model import init_params
 from apollo_jax.training.config import TrainConfig
 
@@ -25,7 +25,6 @@ class TrainState(flax.struct.PyTreeNode):
     gen_params, disc_params: parameter trees (float32).
     disc_spectral: the discriminator's ``spectral`` collection (``u``, ``v`` per conv).
     gen_opt_state, disc_opt_state: optax states of :func:`make_optimizers`.
-    rng: PRNG key carried for stochastic parts of training; advanced every step.
     nonfinite_g, nonfinite_d: () int32, updates skipped because a loss or gradient was
       NaN/Inf. ``step - nonfinite_x`` is the number of updates applied to that network.
   """
@@ -36,9 +35,16 @@ class TrainState(flax.struct.PyTreeNode):
   disc_spectral: Any
   gen_opt_state: Any
   disc_opt_state: Any
-  rng: jax.Array
   nonfinite_g: jax.Array
   nonfinite_d: jax.Array
+
+
+class LegacyTrainState(TrainState):
+  """The train state as checkpoints before issue 12 stored it: with a PRNG key ``rng`` that
+  was split every step and never used. Only for resuming such a run (see
+  :meth:`apollo_jax.training.checkpoint.Checkpoints.restore_latest`)."""
+
+  rng: jax.Array
 
 
 def lr_schedule(base_lr: float, cfg: TrainConfig) -> optax.Schedule:
@@ -83,9 +89,8 @@ def create_train_state(gen_cfg: ApolloConfig, train_cfg: TrainConfig, rng: jax.A
   Missing pieces are initialised randomly (PyTorch-style). With ``mesh`` the state is
   placed replicated on it, as :func:`apollo_jax.training.make_train_step` expects.
   """
-  k_gen, k_disc, k_state = jax.random.split(rng, 3)
-  if jnp.issubdtype(k_state.dtype, jax.dtypes.prng_key):
-    k_state = jax.random.key_data(k_state)  # raw uint32 keys checkpoint and shard plainly
+  # Three keys, as when the state also carried one: the same seed gives the same weights.
+  k_gen, k_disc, _ = jax.random.split(rng, 3)
   if gen_params is None:
     gen_params = init_params(gen_cfg, k_gen)
   if disc_params is None or disc_spectral is None:
@@ -98,8 +103,8 @@ def create_train_state(gen_cfg: ApolloConfig, train_cfg: TrainConfig, rng: jax.A
   zero = jnp.zeros((), jnp.int32)
   state = TrainState(step=zero, gen_params=gen_params, disc_params=disc_params,
                      disc_spectral=disc_spectral, gen_opt_state=tx_g.init(gen_params),
-                     disc_opt_state=tx_d.init(disc_params), rng=k_state,
-                     nonfinite_g=zero, nonfinite_d=zero)
+                     disc_opt_state=tx_d.init(disc_params), nonfinite_g=zero,
+                     nonfinite_d=zero)
   return replicate(state, mesh) if mesh is not None else state
 
 

@@ -19,7 +19,6 @@ optimiser state kept, ``nonfinite_*`` counter incremented).
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Callable
 
 import jax
@@ -29,10 +28,11 @@ from jax.flatten_util import ravel_pytree
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 from apollo_jax.config import ApolloConfig
-from apollo_jax.discriminator import Discriminator, deinterleave, interleave, multi_stft
-from apollo_jax.losses import (feature_matching_loss, lsgan_d_loss, lsgan_g_loss,
-                               stft_magnitude_loss)
+from apollo_jax.gan.discriminator import Discriminator, deinterleave, interleave
+from apollo_jax.gan.losses import (feature_matching_loss, lsgan_d_loss, lsgan_g_loss,
+                                   stft_magnitude_loss)
 from apollo_jax.model import Apollo
+from apollo_jax.spectral import multi_stft
 from apollo_jax.training.config import TrainConfig
 from apollo_jax.training.state import TrainState, lr_schedule, make_optimizers
 
@@ -91,12 +91,12 @@ def _apply_if_finite(tx: optax.GradientTransformation, loss, grads, opt_state, p
 def train_step_fn(gen_cfg: ApolloConfig, cfg: TrainConfig) -> StepFn:
   """The un-jitted step ``(state, batch) -> (state, metrics)``.
 
-  ``batch = {"target": (B, C, S), "degraded": (B, C, S)}`` float32. Metrics (scalars):
+  ``batch = {"target": (batch, channels, samples), "degraded": same}`` float32. Metrics (scalars):
   ``loss_d, loss_g, loss_g_rec, loss_g_adv, loss_g_fm, grad_norm_d, grad_norm_g`` (before
   clipping), ``lr_d, lr_g`` (used this step), ``nonfinite_d, nonfinite_g`` (totals).
   """
-  gen = Apollo(dataclasses.replace(gen_cfg, compute_dtype=cfg.compute_dtype))
-  disc = Discriminator(cfg.windows, cfg.channels, compute_dtype=cfg.compute_dtype)
+  gen = Apollo(gen_cfg)
+  disc = Discriminator(cfg.windows, cfg.channels, compute_dtype=gen_cfg.compute_dtype)
   tx_g, tx_d = make_optimizers(cfg)
   sched_g, sched_d = lr_schedule(cfg.g_lr, cfg), lr_schedule(cfg.d_lr, cfg)
   # D update: fake and real go through D together, interleaved. Published (4 updates): the
@@ -165,7 +165,7 @@ def train_step_fn(gen_cfg: ApolloConfig, cfg: TrainConfig) -> StepFn:
     new_state = TrainState(
         step=state.step + 1, gen_params=gen_params, disc_params=disc_params,
         disc_spectral=spectral, gen_opt_state=gen_opt_state, disc_opt_state=disc_opt_state,
-        rng=jax.random.split(state.rng)[0], nonfinite_g=nonfinite_g, nonfinite_d=nonfinite_d)
+        nonfinite_g=nonfinite_g, nonfinite_d=nonfinite_d)
     metrics = {
         "loss_d": loss_d, "loss_g": loss_g, "loss_g_rec": rec, "loss_g_adv": adv,
         "loss_g_fm": fm, "grad_norm_d": grad_norm_d, "grad_norm_g": grad_norm_g,

@@ -9,7 +9,8 @@ from __future__ import annotations
 import numbers
 from typing import Any
 
-from apollo_jax import audio, codecs
+from apollo_jax import audio
+from apollo_jax.data import codecs
 from apollo_jax.config import ApolloConfig
 from apollo_jax.training.config import TrainConfig
 
@@ -111,8 +112,32 @@ def _check_data(d) -> None:
         raise ConfigError(f"config.data.bitrates: {e}") from None
 
 
+# Fields that two parts of the config hold and that must be equal: (owner, derived). The
+# owner is where the value is declared; configs/apollo.py copies it into the other part.
+SHARED_FIELDS = (("model.sample_rate", "data.sample_rate"), ("data.channels", "train.channels"))
+
+
+def _field(config, dotted: str):
+  node = config
+  for part in dotted.split("."):
+    node = node[part]
+  return node
+
+
+def _check_agreement(config) -> None:
+  """Model, data and train must describe the same audio (rate, channels)."""
+  for owner, derived in SHARED_FIELDS:
+    a, b = _field(config, owner), _field(config, derived)
+    if a != b:
+      raise ConfigError(
+          f"config.{owner}={a!r} and config.{derived}={b!r} disagree: both describe the "
+          f"training audio and must be equal (configs/apollo.py derives {derived} from "
+          f"{owner}); set both, e.g. --config.{owner}={a!r} --config.{derived}={a!r}")
+
+
 def check_config(config: Any) -> None:
-  """Raises ConfigError naming the first field of ``config`` training cannot use.
+  """Raises ConfigError naming the first field of ``config`` training cannot use, then
+  the first pair of fields that model, data and train hold twice and that disagree.
 
   ``config`` is a training ConfigDict as ``configs/apollo.py`` builds it.
   """
@@ -120,3 +145,4 @@ def check_config(config: Any) -> None:
   model = _check_model(config)
   _check_train(config, model)
   _check_data(config.data)
+  _check_agreement(config)

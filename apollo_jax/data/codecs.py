@@ -162,13 +162,6 @@ def decode(data: bytes) -> tuple[np.ndarray, int]:
   return audio_io.decode_av(io.BytesIO(data), name="encoded bytes")
 
 
-def _fit(audio: np.ndarray, samples: int) -> np.ndarray:
-  """Crops or zero-pads the end to ``samples`` (never wraps around)."""
-  if audio.shape[1] >= samples:
-    return audio[:, :samples]
-  return np.pad(audio, ((0, 0), (0, samples - audio.shape[1])))
-
-
 def _lame_round_trip(audio: np.ndarray, rate: int, bitrate: int, quality: int) -> np.ndarray:
   """MP3 through lameenc + FFmpeg decoding, aligned by cutting ``LAME_DELAY``."""
   import lameenc
@@ -180,7 +173,7 @@ def _lame_round_trip(audio: np.ndarray, rate: int, bitrate: int, quality: int) -
   enc.set_quality(int(quality))
   data = bytes(enc.encode(_to_int16(audio).T.tobytes()) + enc.flush())
   decoded, _ = decode(data)
-  return _fit(decoded[:, LAME_DELAY:], audio.shape[1])
+  return audio_io.fit_length(decoded[:, LAME_DELAY:], audio.shape[1])
 
 
 def degrade(audio: np.ndarray, sample_rate: int, codec: str = "mp3", bitrate: int = 128,
@@ -206,7 +199,7 @@ def degrade(audio: np.ndarray, sample_rate: int, codec: str = "mp3", bitrate: in
     y = _lame_round_trip(x, sample_rate, bitrate, mp3_quality)
   else:
     y, rate = decode(encode(x, sample_rate, codec, bitrate, mp3_quality))
-    y = _fit(audio_io.resample(y, rate, sample_rate), audio.shape[1])
+    y = audio_io.fit_length(audio_io.resample(y, rate, sample_rate), audio.shape[1])
     if y.shape[0] != audio.shape[0]:  # mono encoded as stereo (Vorbis)
       y = y.mean(axis=0, keepdims=True)
   return (y / gain).astype(np.float32) if gain != 1.0 else y.astype(np.float32)

@@ -35,6 +35,7 @@ import numpy as np
 
 from apollo_jax.audio import current_umask
 from apollo_jax.config import ApolloConfig
+from apollo_jax import layers
 from apollo_jax import model as M
 from apollo_jax.model import Apollo
 
@@ -120,8 +121,8 @@ def _band_split(p: Mapping, cfg: ApolloConfig, re: jnp.ndarray, im: jnp.ndarray)
   lead = xr.shape[:2]
   eq = features(xr[..., :n_eq * bw].reshape(*lead, n_eq, bw), xi[..., :n_eq * bw].reshape(*lead, n_eq, bw))
   last = features(xr[..., n_eq * bw:], xi[..., n_eq * bw:])
-  eq_out = M.einsum("ntkc,kcf->ntkf", M.rms_norm(eq, p["eq_norm"]), p["eq_kernel"], dt) + p["eq_bias"]
-  last_out = M.dense(M.rms_norm(last, p["last_norm"]), p["last_kernel"], dt) + p["last_bias"]
+  eq_out = layers.einsum("ntkc,kcf->ntkf", layers.rms_norm(eq, p["eq_norm"]), p["eq_kernel"], dt) + p["eq_bias"]
+  last_out = layers.dense(layers.rms_norm(last, p["last_norm"]), p["last_kernel"], dt) + p["last_bias"]
   return jnp.concatenate([eq_out, last_out[:, :, None, :]], axis=2)
 
 
@@ -129,9 +130,9 @@ def _band_merge(p: Mapping, cfg: ApolloConfig, x: jnp.ndarray) -> tuple[jnp.ndar
   """``model.BandMerge`` returning real and imaginary parts, each (batch, bins, frames)."""
   widths = cfg.band_widths
   bw, last, n_eq, dt = widths[0], widths[-1], len(widths) - 1, cfg.compute_dtype
-  eq = M.einsum("ntkf,kfc->ntkc", M.rms_norm(x[:, :, :n_eq], p["eq_norm"]), p["eq_kernel"], dt)
+  eq = layers.einsum("ntkf,kfc->ntkc", layers.rms_norm(x[:, :, :n_eq], p["eq_norm"]), p["eq_kernel"], dt)
   eq = jax.nn.glu(eq + p["eq_bias"], axis=-1)  # (batch, frames, n_eq, 2 bw)
-  tail = jax.nn.glu(M.dense(M.rms_norm(x[:, :, n_eq], p["last_norm"]), p["last_kernel"], dt)
+  tail = jax.nn.glu(layers.dense(layers.rms_norm(x[:, :, n_eq], p["last_norm"]), p["last_kernel"], dt)
                     + p["last_bias"], axis=-1)
   batch, frames = x.shape[:2]
   real = jnp.concatenate([eq[..., :bw].reshape(batch, frames, n_eq * bw), tail[..., :last]], -1)

@@ -1,8 +1,8 @@
 """Multi-resolution STFT discriminator (paper II-E) with PyTorch-style spectral norm.
 
 Seven sub-discriminators, one per STFT window (32 ... 2048 samples, hop = window / 2).
-The input waveform ``(batch, 2, samples)`` is first divided by its root energy per
-example; each window's spectrum is laid out as an image ``(batch, freq, frames, 4)`` with
+The input waveform ``(batch, channels, samples)`` (channels = 2) is first divided by its root energy per
+example; each window's spectrum is laid out as an image ``(batch, bins, frames, 4)`` with
 channels ``[ch0_re, ch0_im, ch1_re, ch1_im]`` and scored by seven 3x3 convolutions
 (4 -> 8 -> ... -> 256 -> 1, strides 1,2,1,2,1,2,1, LeakyReLU(0.2) after all but the last).
 
@@ -16,8 +16,8 @@ Spectral normalisation follows ``torch.nn.utils.spectral_norm`` exactly:
 * ``sigma = u . (W v)`` with ``W`` the weight as a ``(out, in * 3 * 3)`` matrix; gradients
   flow through ``W`` in sigma but never through the power iteration.
 
-Layout is NHWC (H = frequency, W = frames) for speed; feature maps come out as
-``(batch, freq, frames, channels)``. ``v`` is kept in torch's ``(in, kh, kw)`` order so that
+Layout is NHWC (H = bins, W = frames) for speed; feature maps come out as
+``(batch, bins, frames, features)``. ``v`` is kept in torch's ``(in, kh, kw)`` order so that
 published ``weight_v`` buffers load unchanged.
 """
 
@@ -32,8 +32,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from apollo_jax import spectral
-from apollo_jax.model import torch_uniform
+from apollo_jax.spectral import multi_stft
+from apollo_jax.layers import torch_uniform
 
 WINDOWS = (32, 64, 128, 256, 512, 1024, 2048)
 EPS = float(np.finfo(np.float32).eps)  # input power normalisation
@@ -47,13 +47,8 @@ Scores = tuple[jnp.ndarray, ...]
 Features = tuple[tuple[jnp.ndarray, ...], ...]
 
 
-def multi_stft(x: jnp.ndarray, windows: Sequence[int] = WINDOWS) -> Spectra:
-  """STFT of ``x (..., samples)`` for each window: ``(..., window // 2 + 1, frames)`` complex."""
-  return tuple(spectral.stft(x, w, w // 2) for w in windows)
-
-
 def root_energy(x: jnp.ndarray) -> jnp.ndarray:
-  """``sqrt(sum of x^2 over channels and samples + eps)`` per example: (batch,) from (batch, C, S)."""
+  """``sqrt(sum of x^2 over channels and samples + eps)`` per example: (batch,) from (batch, channels, samples)."""
   return jnp.sqrt(jnp.sum(jnp.square(x), axis=(1, 2)) + EPS)
 
 
@@ -78,7 +73,7 @@ def _strided_input_grad(dy: jnp.ndarray, kernel: jnp.ndarray, height: int, width
   Input row ``u`` is seen by output row ``r`` through kernel row ``i = u + 1 - 2r``: an even
   ``u = 2m`` only through row 1 (``r = m``), an odd ``u = 2m + 1`` through rows 2 (``r = m``)
   and 0 (``r = m + 1``); the same holds for columns. Each of the four (row, column) parities
-  is a small forward convolution of ``dy``; interleaving them gives ``(batch, H, W, in)``.
+  is a small forward convolution of ``dy``; interleaving them gives ``(batch, bins, frames, in)``.
   """
   batch, h, w, _ = dy.shape
   flipped = jnp.swapaxes(kernel, 2, 3)  # (3, 3, out, in)
@@ -98,7 +93,7 @@ def _strided_input_grad(dy: jnp.ndarray, kernel: jnp.ndarray, height: int, width
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
 def conv3x3(x: jnp.ndarray, kernel: jnp.ndarray, stride: int) -> jnp.ndarray:
-  """3x3 convolution, padding 1, NHWC / HWIO, float32 result: ``(batch, ceil(H / s), ceil(W / s), out)``.
+  """3x3 convolution, padding 1, NHWC / HWIO, float32 result: ``(batch, ceil(bins / s), ceil(frames / s), out)``.
 
   Same values as ``lax.conv_general_dilated``; only the input gradient differs. XLA:CPU
   writes a strided convolution's input gradient as a convolution of a zero-dilated ``dy``
@@ -134,7 +129,7 @@ conv3x3.defvjp(_conv3x3_fwd, _conv3x3_bwd)
 class Conv(nn.Module):
   """3x3 conv (padding 1) on NHWC, optionally spectrally normalised (torch semantics).
 
-  ``(batch, H, W, in) -> (batch, ceil(H / stride), ceil(W / stride), features)``.
+  ``(batch, bins, frames, in) -> (batch, ceil(bins / stride), ceil(frames / stride), features)``.
   With ``groups > 1`` in training mode, row ``r`` of the batch belongs to sub-batch
   ``r % groups`` and sub-batch ``g`` is normalised with the estimate after ``g + 1`` power
   iterations: the same as applying the conv to each sub-batch in turn.
@@ -187,9 +182,9 @@ def _sigma(mat: jnp.ndarray, u: jnp.ndarray, v: jnp.ndarray) -> jnp.ndarray:
 
 
 class SubDiscriminator(nn.Module):
-  """Seven convs on one window's spectrum image ``(batch, freq, frames, 2 * channels)``.
+  """Seven convs on one window's spectrum image ``(batch, bins, frames, 2 * channels)``.
 
-  Returns ``(score (batch, f', t', 1), six hidden maps after their LeakyReLU)``.
+  Returns ``(score (batch, bins', frames', 1), six hidden maps after their LeakyReLU)``.
   """
 
   hidden: int = 8
@@ -217,10 +212,10 @@ class Discriminator(nn.Module):
   samples) in eval mode; ``apply(..., x, train=True, mutable=["spectral"])`` also runs one
   power iteration per spectrally normalised conv and returns the new ``spectral`` state.
 
-  ``spectra`` may pass precomputed :func:`multi_stft` of the *raw* ``x`` (e.g. shared with
+  ``spectra`` may pass precomputed :func:`apollo_jax.spectral.multi_stft` of the *raw* ``x`` (e.g. shared with
   the reconstruction loss); the power normalisation is then applied to them (STFT is
   linear). Returns ``(scores, features)``: per window the final map
-  ``(batch, f', t', 1)`` and a tuple of six hidden maps ``(batch, f_j, t_j, c_j)``.
+  ``(batch, bins', frames', 1)`` and a tuple of six hidden maps ``(batch, bins_j, frames_j, features_j)``.
 
   ``groups``: ``x`` holds that many sub-batches interleaved along the batch (row ``r`` in
   sub-batch ``r % groups``, see :func:`interleave`). In training mode the result equals
@@ -248,8 +243,8 @@ class Discriminator(nn.Module):
     scale = (1.0 / root_energy(x.astype(jnp.float32)))[:, None, None, None]
     scores, features = [], []
     for sub, spec in zip(self.disc, spectra):
-      spec = spec * scale  # (batch, C, F, T)
-      img = jnp.stack([jnp.real(spec), jnp.imag(spec)], axis=-1)  # (batch, C, F, T, 2)
+      spec = spec * scale  # (batch, channels, bins, frames)
+      img = jnp.stack([jnp.real(spec), jnp.imag(spec)], axis=-1)  # (batch, channels, bins, frames, 2)
       img = jnp.transpose(img, (0, 2, 3, 1, 4)).reshape(*img.shape[:1], *img.shape[2:4], -1)
       score, feats = sub(img, train, groups)
       scores.append(score)

@@ -7,7 +7,7 @@
 * Feature matching: mean over windows i and layers j of
   ``mean |H_ij(fake) - sg(H_ij(real))| / (mean |sg(H_ij(real))| + 1e-8)``.
 
-Each window's STFT is computed once (:func:`apollo_jax.discriminator.multi_stft`) and can be
+Each window's STFT is computed once (:func:`apollo_jax.spectral.multi_stft`) and can be
 shared with the discriminator, which only rescales it.
 """
 
@@ -19,7 +19,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from apollo_jax.discriminator import WINDOWS, Features, Scores, Spectra, multi_stft
+from apollo_jax.gan.discriminator import WINDOWS, Features, Scores, Spectra
+from apollo_jax.spectral import multi_stft
 
 REC_EPS = float(np.finfo(np.float32).eps)
 FM_EPS = 1e-8

@@ -1,8 +1,8 @@
 """``python -m apollo_jax.interop convert|export|compare``: the checkpoint command line.
 
-Kept apart from :mod:`apollo_jax.interop` so imports go one way: this module uses
-:mod:`apollo_jax.inference` (every checkpoint format), which uses the published-format
-readers in interop.
+The library it drives is :mod:`apollo_jax.checkpoints` (every checkpoint format),
+:mod:`apollo_jax.inference.deploy` and :mod:`apollo_jax.evaluation.nulltest`;
+``apollo_jax/interop.py`` only forwards ``python -m apollo_jax.interop`` here.
 """
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ import os
 import pickle
 import sys
 
-from apollo_jax import inference, interop
+from apollo_jax import checkpoints
+from apollo_jax.cli.flags import add_checkpoint_rate_flags
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,18 +37,15 @@ def main(argv: list[str] | None = None) -> int:
   exp.add_argument("--samples", type=int, default=None,
                    help="stablehlo/onnx: fixed samples per channel (default 4 s at the model's rate)")
   for p in (conv, exp):
-    p.add_argument("--sample-rate", type=int, default=None,
-                   help="sample rate of a state dict that does not record it (default: "
-                        "inferred from the FFT size with the published 20 ms window)")
-    p.add_argument("--win-ms", type=float, default=None,
-                   help="STFT window in ms of a state dict that does not record it")
+    add_checkpoint_rate_flags(p)
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
   cmp = sub.add_parser("compare", help="null test: residual level, SNR and max difference")
   cmp.add_argument("reference", help="the published code's output (WAV/FLAC/...)")
   cmp.add_argument("ours", help="our output for the same input, same rate and length")
   args = parser.parse_args(argv)
   if args.command == "compare":
-    from apollo_jax import audio, nulltest
+    from apollo_jax import audio
+    from apollo_jax.evaluation import nulltest
     try:
       print(nulltest.compare_files(args.reference, args.ours).line())
     except (audio.AudioError, ValueError) as e:
@@ -64,13 +62,13 @@ def main(argv: list[str] | None = None) -> int:
     if os.path.exists(args.input) and os.path.exists(args.output) and os.path.samefile(
         args.input, args.output):
       raise ValueError(f"{args.output} is the input; refusing to overwrite it")
-    cfg, params = inference.load_generator(args.input, args.sample_rate, args.win_ms)
+    cfg, params = checkpoints.load_generator(args.input, args.sample_rate, args.win_ms)
     if args.command == "convert":
-      inference.save_generator(args.output, cfg, params, overwrite=args.overwrite)
+      checkpoints.save_generator(args.output, cfg, params, overwrite=args.overwrite)
     elif args.format == "safetensors":
-      interop.save_torch_generator(cfg, params, args.output)
+      checkpoints.save_torch_generator(cfg, params, args.output)
     else:
-      from apollo_jax import deploy
+      from apollo_jax.inference import deploy
       shape = (args.batch, args.channels, args.samples or 4 * cfg.sample_rate)
       if args.format == "stablehlo":
         deploy.export_stablehlo(cfg, params, shape, args.output)

@@ -24,13 +24,7 @@ from typing import Any
 import ml_dtypes
 import numpy as np
 
-
-class UnsafeCheckpointError(pickle.UnpicklingError):
-  """The pickle references a global outside the allow-list."""
-
-
-class CheckpointFormatError(ValueError):
-  """The file is not a readable PyTorch / safetensors checkpoint."""
+from apollo_jax.checkpoints.errors import CheckpointFormatError, UnsafeCheckpointError
 
 
 _STORAGE_DTYPES = {

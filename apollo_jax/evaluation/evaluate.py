@@ -1,9 +1,9 @@
 """Scoring restorations the way the paper reports them (Table II, Fig. 2).
 
-For every clean file and bitrate: degrade with the project's codec (:mod:`apollo_jax.codecs`),
-restore with each checkpoint (the chunked :func:`apollo_jax.inference.restore_array`, the
+For every clean file and bitrate: degrade with the project's codec (:mod:`apollo_jax.data.codecs`),
+restore with each checkpoint (the chunked :func:`apollo_jax.inference.chunked.restore_array`, the
 code path of the restore CLI), and score against the clean file with
-:mod:`apollo_jax.metrics`. The degraded input itself is scored as a system too (the "MP3"
+:mod:`apollo_jax.evaluation.metrics`. The degraded input itself is scored as a system too (the "MP3"
 row), so every table shows the gain.
 
 One row per file x bitrate x system. Rows are cached one JSON file each under
@@ -32,7 +32,8 @@ from typing import Any, Callable
 import numpy as np
 
 from apollo_jax import audio as audio_io
-from apollo_jax import codecs, metrics
+from apollo_jax.data import codecs
+from apollo_jax.evaluation import metrics
 
 MANIFEST_NAME = "manifest.csv"
 DEFAULT_CATEGORY = "all"
@@ -74,7 +75,7 @@ class EvalOptions:
     clip_seconds: score only the first this many seconds of each file (None: whole file).
     spectrograms: how many files get a clean / degraded / restored spectrogram PNG (at the
       lowest bitrate).
-    restore_kwargs: passed to ``inference.restore_array`` (chunk_seconds, overlap_seconds,
+    restore_kwargs: passed to ``chunked.restore_array`` (chunk_seconds, overlap_seconds,
       batch_chunks); empty keeps its defaults.
     progress: show a progress bar.
   """
@@ -138,15 +139,10 @@ def find_items(data_dir: str, manifest: str | None = None) -> list[Item]:
     manifest = os.path.join(data_dir, MANIFEST_NAME)
   categories = read_manifest(manifest) if manifest else {}
   items = []
-  for root, dirs, files in os.walk(data_dir):
-    dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-    for f in sorted(files):
-      if os.path.splitext(f)[1].lower() not in audio_io.AUDIO_EXTS:
-        continue
-      path = os.path.join(root, f)
-      name = os.path.relpath(path, data_dir).replace(os.sep, "/")
-      cat = categories.get(name, "other") if categories else DEFAULT_CATEGORY
-      items.append(Item(path, name, cat))
+  for path in audio_io.find_audio(data_dir):
+    name = os.path.relpath(path, data_dir).replace(os.sep, "/")
+    cat = categories.get(name, "other") if categories else DEFAULT_CATEGORY
+    items.append(Item(path, name, cat))
   if not items:
     raise EvalError(f"no audio files ({', '.join(sorted(audio_io.AUDIO_EXTS))}) found in {data_dir}")
   return items
@@ -172,9 +168,9 @@ def load_systems(checkpoints: list[str], codec: str, sample_rate: int | None = N
   systems = [System(codec.upper())]
   names = {systems[0].name}
   for ckpt in checkpoints:
-    from apollo_jax import inference  # The model loads only when there is one to restore with.
+    from apollo_jax.checkpoints import load_generator  # Loads only when there is a model.
     try:
-      cfg, params = inference.load_generator(ckpt, sample_rate, win_ms)
+      cfg, params = load_generator(ckpt, sample_rate, win_ms)
     except Exception as e:  # Any failure here is the user's checkpoint: say so in one line.
       raise EvalError(f"cannot load checkpoint {ckpt}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
     stem = os.path.splitext(os.path.basename(os.path.normpath(ckpt)))[0] or "model"
@@ -256,9 +252,132 @@ class EvalResult:
 
 
 def _restore(system: System, degraded: np.ndarray, opts: EvalOptions) -> np.ndarray:
-  from apollo_jax import inference
-  out = inference.restore_array(system.params, system.cfg, degraded, **dict(opts.restore_kwargs))
+  from apollo_jax.inference import chunked
+  out = chunked.restore_array(system.params, system.cfg, degraded, **dict(opts.restore_kwargs))
   return np.asarray(out, np.float32)
+
+
+class _Scorer:
+  """Scores rows here or in ``workers`` spawned processes; each scored row is cached."""
+
+  def __init__(self, opts: EvalOptions, sample_rate: int, bar):
+    self.opts, self.sample_rate, self.bar = opts, sample_rate, bar
+    self.rows: dict[tuple[int, int, int], dict] = {}
+    self.scored = 0
+    self.pending: dict[cf.Future, tuple[tuple[int, int, int], str, dict]] = {}
+    self.pool = None
+    if opts.workers > 0:
+      # Spawned, not forked: the parent holds JAX's threads, which fork would copy broken.
+      self.pool = cf.ProcessPoolExecutor(opts.workers, mp_context=multiprocessing.get_context("spawn"))
+
+  def _record(self, idx, path, row, scores) -> None:
+    row.update(scores)
+    _cache_write(path, row)
+    self.rows[idx] = row
+    self.scored += 1
+    self.bar.update(1)
+
+  def _finish(self, fut: cf.Future) -> None:
+    self._record(*self.pending.pop(fut), fut.result())
+
+  def submit(self, idx, path, row, clean, estimate) -> None:
+    if self.pool is None:
+      self._record(idx, path, row, metrics.score(clean, estimate, self.sample_rate, self.opts.metrics))
+      return
+    # Bound the queue: each job holds two waveforms.
+    while len(self.pending) >= 2 * self.opts.workers:
+      self._finish(next(cf.as_completed(list(self.pending))))
+    job = self.pool.submit(metrics.score, clean, estimate, self.sample_rate, self.opts.metrics)
+    self.pending[job] = (idx, path, row)
+
+  def drain(self) -> None:
+    while self.pending:
+      self._finish(next(cf.as_completed(list(self.pending))))
+
+  def close(self) -> None:
+    if self.pool is not None:
+      self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+@dataclasses.dataclass
+class _Run:
+  """One evaluation in progress: what :func:`evaluate` scores and what it has so far."""
+  systems: list[System]
+  out_dir: str
+  opts: EvalOptions
+  sample_rate: int
+  bar: Any
+  scorer: _Scorer
+  skipped: list[dict] = dataclasses.field(default_factory=list)
+  spec_files: list[str] = dataclasses.field(default_factory=list)
+  cached: int = 0
+
+  @property
+  def bitrates(self) -> list[int]:
+    return sorted({int(b) for b in self.opts.bitrates})
+
+  def cached_rows(self, i: int, item: Item, j: int, bitrate: int) -> list[tuple[int, System, str]]:
+    """Takes this item x bitrate's cached rows; returns the systems still to score."""
+    todo = []
+    for k, system in enumerate(self.systems):
+      key = _row_key(item, bitrate, system, self.opts, self.sample_rate)
+      path = os.path.join(self.out_dir, "cache", f"{key}.json")
+      hit = _cache_read(path, self.opts.metrics)
+      if hit is not None:
+        hit["category"] = item.category  # The manifest may have changed since.
+        self.scorer.rows[(i, j, k)] = hit
+        self.cached += 1
+        self.bar.update(1)
+      else:
+        todo.append((k, system, path))
+    return todo
+
+  def score_item(self, i: int, item: Item) -> None:
+    """Degrades, restores and scores one clean file at every bitrate (or skips it)."""
+    from apollo_jax.evaluation import report as eval_report  # matplotlib only when plotting.
+    bitrates, systems, opts, rate = self.bitrates, self.systems, self.opts, self.sample_rate
+    try:
+      clean = load_clean(item.path, rate, opts.clip_seconds)
+    except audio_io.AudioError as e:
+      self.skipped.append({"file": item.name, "reason": str(e).removeprefix(f"{item.path}: ")})
+      self.bar.update(len(bitrates) * len(systems))
+      return
+    want_spec = len(self.spec_files) < opts.spectrograms
+    spec_dir = os.path.join(self.out_dir, "spectrograms")
+    for j, bitrate in enumerate(bitrates):
+      todo = self.cached_rows(i, item, j, bitrate)
+      png = os.path.join(spec_dir, eval_report.spectrogram_name(item.name, opts.codec, bitrate))
+      spec_now = want_spec and bitrate == bitrates[0]
+      if spec_now:
+        self.spec_files.append(png)
+      if not todo and not (spec_now and not os.path.exists(png)):
+        continue
+      try:
+        degraded = codecs.degrade(clean, rate, opts.codec, bitrate)
+      except ValueError as e:
+        self.skipped.append({"file": item.name, "reason": f"{opts.codec} at {bitrate} kbit/s failed: {e}"})
+        self.bar.update((len(bitrates) - j) * len(systems) - (len(systems) - len(todo)))
+        return
+      estimates = {k: degraded if system.params is None else _restore(system, degraded, opts)
+                   for k, system in enumerate(systems)
+                   if spec_now or any(t[0] == k for t in todo)}
+      for k, system, path in todo:
+        row = {"file": item.name, "category": item.category, "codec": opts.codec,
+               "bitrate": bitrate, "system": system.name,
+               "seconds": round(clean.shape[1] / rate, 3)}
+        self.scorer.submit((i, j, k), path, row, clean, estimates[k])
+      if spec_now:
+        os.makedirs(spec_dir, exist_ok=True)
+        eval_report.plot_spectrograms(
+            png, [("clean", clean)] + [(s.name, estimates[k]) for k, s in enumerate(systems)],
+            rate, f"{item.name} - {opts.codec.upper()} {bitrate} kbit/s")
+
+  def result(self) -> EvalResult:
+    failed = {s["file"] for s in self.skipped}
+    rows = self.scorer.rows
+    ordered = [rows[k] for k in sorted(rows) if rows[k]["file"] not in failed]
+    return EvalResult(ordered, self.skipped, [p for p in self.spec_files if os.path.exists(p)],
+                      self.cached, self.scorer.scored)
 
 
 def evaluate(items: list[Item], systems: list[System], out_dir: str, opts: EvalOptions,
@@ -268,104 +387,19 @@ def evaluate(items: list[Item], systems: list[System], out_dir: str, opts: EvalO
   Returns the rows in (file, bitrate, system) order and the skipped files with reasons.
   """
   from tqdm import tqdm
-  from apollo_jax import eval_report  # matplotlib only when there is something to plot.
-  cache_dir = os.path.join(out_dir, "cache")
-  spec_dir = os.path.join(out_dir, "spectrograms")
-  os.makedirs(cache_dir, exist_ok=True)
-  bitrates = sorted({int(b) for b in opts.bitrates})
-  spec_bitrate = bitrates[0]
-  rows: dict[tuple[int, int, int], dict] = {}
-  skipped, spec_files = [], []
-  cached = scored = 0
-  pending: dict[cf.Future, tuple[tuple[int, int, int], str, dict]] = {}
-
-  pool = None
-  if opts.workers > 0:
-    # Spawned, not forked: the parent holds JAX's threads, which fork would copy broken.
-    pool = cf.ProcessPoolExecutor(opts.workers, mp_context=multiprocessing.get_context("spawn"))
-  bar = tqdm(total=len(items) * len(bitrates) * len(systems), unit="score", disable=not opts.progress,
-             dynamic_ncols=True)
-
-  def record(idx, path, row, scores):
-    nonlocal scored
-    row.update(scores)
-    _cache_write(path, row)
-    rows[idx] = row
-    scored += 1
-    bar.update(1)
-
-  def finish(fut: cf.Future):
-    record(*pending.pop(fut), fut.result())
-
-  def submit(idx, path, row, clean, estimate):
-    if pool is None:
-      record(idx, path, row, metrics.score(clean, estimate, sample_rate, opts.metrics))
-      return
-    # Bound the queue: each job holds two waveforms.
-    while len(pending) >= 2 * opts.workers:
-      finish(next(cf.as_completed(list(pending))))
-    pending[pool.submit(metrics.score, clean, estimate, sample_rate, opts.metrics)] = (idx, path, row)
-
+  os.makedirs(os.path.join(out_dir, "cache"), exist_ok=True)
+  total = len(items) * len({int(b) for b in opts.bitrates}) * len(systems)
+  bar = tqdm(total=total, unit="score", disable=not opts.progress, dynamic_ncols=True)
+  run = _Run(systems, out_dir, opts, sample_rate, bar, _Scorer(opts, sample_rate, bar))
   try:
     for i, item in enumerate(items):
       bar.set_description(item.name[-30:])
-      try:
-        clean = load_clean(item.path, sample_rate, opts.clip_seconds)
-      except audio_io.AudioError as e:
-        reason = str(e).removeprefix(f"{item.path}: ")
-        skipped.append({"file": item.name, "reason": reason})
-        bar.update(len(bitrates) * len(systems))
-        continue
-      want_spec = len(spec_files) < opts.spectrograms
-      for j, bitrate in enumerate(bitrates):
-        todo = []
-        for k, system in enumerate(systems):
-          key = _row_key(item, bitrate, system, opts, sample_rate)
-          path = os.path.join(cache_dir, f"{key}.json")
-          hit = _cache_read(path, opts.metrics)
-          if hit is not None:
-            hit["category"] = item.category  # The manifest may have changed since.
-            rows[(i, j, k)] = hit
-            cached += 1
-            bar.update(1)
-          else:
-            todo.append((k, system, path))
-        png = os.path.join(spec_dir, eval_report.spectrogram_name(item.name, opts.codec, bitrate))
-        spec_now = want_spec and bitrate == spec_bitrate
-        if spec_now:
-          spec_files.append(png)
-        if not todo and not (spec_now and not os.path.exists(png)):
-          continue
-        try:
-          degraded = codecs.degrade(clean, sample_rate, opts.codec, bitrate)
-        except ValueError as e:
-          skipped.append({"file": item.name, "reason": f"{opts.codec} at {bitrate} kbit/s failed: {e}"})
-          bar.update((len(bitrates) - j) * len(systems) - (len(systems) - len(todo)))
-          break
-        estimates = {}
-        for k, system in enumerate(systems):
-          if spec_now or any(t[0] == k for t in todo):
-            estimates[k] = degraded if system.params is None else _restore(system, degraded, opts)
-        for k, system, path in todo:
-          row = {"file": item.name, "category": item.category, "codec": opts.codec,
-                 "bitrate": bitrate, "system": system.name,
-                 "seconds": round(clean.shape[1] / sample_rate, 3)}
-          submit((i, j, k), path, row, clean, estimates[k])
-        if spec_now:
-          os.makedirs(spec_dir, exist_ok=True)
-          eval_report.plot_spectrograms(
-              png, [("clean", clean)] + [(s.name, estimates[k]) for k, s in enumerate(systems)],
-              sample_rate, f"{item.name} - {opts.codec.upper()} {bitrate} kbit/s")
-    while pending:
-      finish(next(cf.as_completed(list(pending))))
+      run.score_item(i, item)
+    run.scorer.drain()
   finally:
     bar.close()
-    if pool is not None:
-      pool.shutdown(wait=True, cancel_futures=True)
-
-  failed = {s["file"] for s in skipped}
-  ordered = [rows[k] for k in sorted(rows) if rows[k]["file"] not in failed]
-  return EvalResult(ordered, skipped, [p for p in spec_files if os.path.exists(p)], cached, scored)
+    run.scorer.close()
+  return run.result()
 
 
 def run(checkpoints: list[str], data_dir: str, out_dir: str, opts: EvalOptions,
@@ -375,9 +409,9 @@ def run(checkpoints: list[str], data_dir: str, out_dir: str, opts: EvalOptions,
 
   Without checkpoints ``sample_rate`` (default 44100) is the rate the codec alone is scored
   at; with checkpoints it and ``win_ms`` are the rate and window of state dicts that do not
-  record them (see ``inference.load_generator``), and the checkpoints' rate is used.
+  record them (see ``checkpoints.load_generator``), and the checkpoints' rate is used.
   """
-  from apollo_jax import eval_report
+  from apollo_jax.evaluation import report as eval_report
   if os.path.exists(out_dir) and not os.path.isdir(out_dir):
     raise EvalError(f"--out {out_dir} is an existing file; it must be a folder (new or "
                     f"from an earlier run)")

@@ -1,4 +1,4 @@
-"""Tables and figures of an evaluation (rows from :mod:`apollo_jax.evaluation`).
+"""Tables and figures of an evaluation (rows from :mod:`apollo_jax.evaluation.evaluate`).
 
 Files written into the output folder:
   - ``results.csv``, ``results.json``: one row per file x bitrate x system.
@@ -24,7 +24,7 @@ import re
 import numpy as np
 from matplotlib.figure import Figure  # The object API: no pyplot, no global backend state.
 
-from apollo_jax import metrics
+from apollo_jax.evaluation import metrics
 
 CATEGORY_LABELS = {"vocal": "Vocal", "single": "Single Stem", "multi": "Multi-Stems",
                    "multi+vocal": "Multi-Stems+Vocal"}
