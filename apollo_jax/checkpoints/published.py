@@ -289,30 +289,27 @@ def _check_layout(sd: Mapping[str, np.ndarray], expected: Mapping[str, tuple[int
     raise CheckpointFormatError(f"{what} tensor shapes are inconsistent: " + "; ".join(bad[:5]))
 
 
+def _band_layers(t: dict[str, np.ndarray], prefix: str, bands: int) -> dict[str, np.ndarray]:
+  """Band split (``BN``) or band merge (``output``) layers: the equal-width bands stacked,
+  the last (wider) band apart."""
+  eq, last = range(bands - 1), bands - 1
+  return {
+      "eq_norm": np.stack([t[f"{prefix}.{i}.0.weight"] for i in eq]),
+      "eq_kernel": np.stack([_pw(t[f"{prefix}.{i}.1.weight"]) for i in eq]),
+      "eq_bias": np.stack([t[f"{prefix}.{i}.1.bias"] for i in eq]),
+      "last_norm": t[f"{prefix}.{last}.0.weight"],
+      "last_kernel": _pw(t[f"{prefix}.{last}.1.weight"]),
+      "last_bias": t[f"{prefix}.{last}.1.bias"],
+  }
+
+
 def generator_params_from_state_dict(sd: Mapping[str, np.ndarray], cfg: ApolloConfig) -> dict:
   """Official generator state dict -> our parameter tree (numpy float32 arrays)."""
   _check_layout(sd, _expected_shapes(cfg), "generator", f"{cfg}", ignored=_rotary_keys(cfg))
   t = {k: np.asarray(v, np.float32) for k, v in sd.items()}
-  n = cfg.num_bands
-  eq = range(n - 1)
-  last = n - 1
   params: dict[str, Any] = {
-      "band_split": {
-          "eq_norm": np.stack([t[f"BN.{i}.0.weight"] for i in eq]),
-          "eq_kernel": np.stack([_pw(t[f"BN.{i}.1.weight"]) for i in eq]),
-          "eq_bias": np.stack([t[f"BN.{i}.1.bias"] for i in eq]),
-          "last_norm": t[f"BN.{last}.0.weight"],
-          "last_kernel": _pw(t[f"BN.{last}.1.weight"]),
-          "last_bias": t[f"BN.{last}.1.bias"],
-      },
-      "band_merge": {
-          "eq_norm": np.stack([t[f"output.{i}.0.weight"] for i in eq]),
-          "eq_kernel": np.stack([_pw(t[f"output.{i}.1.weight"]) for i in eq]),
-          "eq_bias": np.stack([t[f"output.{i}.1.bias"] for i in eq]),
-          "last_norm": t[f"output.{last}.0.weight"],
-          "last_kernel": _pw(t[f"output.{last}.1.weight"]),
-          "last_bias": t[f"output.{last}.1.bias"],
-      },
+      "band_split": _band_layers(t, "BN", cfg.num_bands),
+      "band_merge": _band_layers(t, "output", cfg.num_bands),
   }
   for l in range(cfg.num_layers):
     b = f"net.{l}.band_net."

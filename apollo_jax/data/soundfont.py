@@ -262,15 +262,25 @@ def _setup(part: Part, rng, pan_range=(20, 108), reverb=(15, 70)) -> None:
                     (0, 91, int(rng.integers(*reverb))), (0, 93, 0), (0, 11, 127)]
 
 
-def _section_expression(part: Part, comp: Composition, stem: str) -> None:
+def _section_expression(part: Part, comp: Composition) -> None:
   for bar in range(0, comp.bars, 4):
     part.controls.append((comp.tick(bar, 0, 0), 11, int(comp.rng.integers(90, 128))))
 
 
+def _new_part(comp: Composition, stem: str, pan_range=(20, 108), reverb=(15, 70),
+              expression: bool = True) -> Part:
+  """A part on the stem's program with its mixer controls and, unless ``expression`` is
+  False, an expression level per 4-bar section."""
+  part = Part(DRUM_CHANNEL if stem == "drums" else 0, comp.programs[stem])
+  _setup(part, comp.rng, pan_range, reverb)
+  if expression:
+    _section_expression(part, comp)
+  return part
+
+
 def drums(comp: Composition) -> Part:
   rng, steps = comp.rng, comp.steps
-  part = Part(DRUM_CHANNEL, comp.programs["drums"])
-  _setup(part, rng, (54, 74), (10, 45))
+  part = _new_part(comp, "drums", (54, 74), (10, 45), expression=False)
   if comp.beats == 3:
     kick, snare = [0], [[4, 8], [8], [6]][int(rng.integers(3))]
   else:
@@ -316,9 +326,7 @@ def drums(comp: Composition) -> Part:
 
 def bass(comp: Composition) -> Part:
   rng, steps = comp.rng, comp.steps
-  part = Part(0, comp.programs["bass"])
-  _setup(part, rng, (56, 72), (0, 25))
-  _section_expression(part, comp, "bass")
+  part = _new_part(comp, "bass", (56, 72), (0, 25))
   base = int(rng.integers(28, 41))
   pattern = [[0, 8], [0, 4, 8, 12], [0, 3, 6, 8, 11, 14], list(range(0, 16, 2)),
              [0, 2, 3, 8, 10]][int(rng.integers(5))]
@@ -347,9 +355,7 @@ def _voicing(comp: Composition, bar: int, base: int, size: int) -> list[int]:
 
 def keys(comp: Composition) -> Part:
   rng, steps = comp.rng, comp.steps
-  part = Part(0, comp.programs["keys"])
-  _setup(part, rng)
-  _section_expression(part, comp, "keys")
+  part = _new_part(comp, "keys")
   base = int(rng.integers(50, 62))
   mode = str(rng.choice(["block", "arpeggio", "offbeat"]))
   size = int(rng.choice([3, 4]))
@@ -381,10 +387,8 @@ def keys(comp: Composition) -> Part:
 
 def guitar(comp: Composition) -> Part:
   rng, steps = comp.rng, comp.steps
-  program = comp.programs["guitar"]
-  part = Part(0, program)
-  _setup(part, rng)
-  _section_expression(part, comp, "guitar")
+  part = _new_part(comp, "guitar")
+  program = part.program
   distorted = program in (29, 30)
   mode = "power" if distorted else str(rng.choice(["strum", "pick", "funk" if program == 28
                                                    else "strum"]))
@@ -448,13 +452,12 @@ def _melody(comp: Composition, part: Part, stem: str, base: int, lengths, rest: 
 
 def strings(comp: Composition) -> Part:
   rng, steps = comp.rng, comp.steps
-  program = comp.programs["strings"]
-  part = Part(0, program)
-  _setup(part, rng)
+  part = _new_part(comp, "strings", expression=False)  # added below where it applies
+  program = part.program
   vel = float(rng.uniform(60, 100))
   if program in (40, 42):  # solo violin/cello: a slow line
     base = 67 if program == 40 else 48
-    _section_expression(part, comp, "strings")
+    _section_expression(part, comp)
     _melody(comp, part, "strings", base, [4, 8, 8, 12], 0.15, 0.98, vel, vibrato=True)
     return part
   base = int(rng.integers(52, 62))
@@ -484,10 +487,8 @@ def strings(comp: Composition) -> Part:
 
 def brass(comp: Composition) -> Part:
   rng, steps = comp.rng, comp.steps
-  program = comp.programs["brass"]
-  part = Part(0, program)
-  _setup(part, rng)
-  _section_expression(part, comp, "brass")
+  part = _new_part(comp, "brass")
+  program = part.program
   vel = float(rng.uniform(65, 115))
   base = {56: 60, 57: 48, 60: 53}.get(program, int(rng.integers(52, 60)))
   if program in (56, 57, 60) and rng.random() < 0.5:
@@ -509,10 +510,8 @@ def brass(comp: Composition) -> Part:
 
 def winds(comp: Composition) -> Part:
   rng = comp.rng
-  program = comp.programs["winds"]
-  part = Part(0, program)
-  _setup(part, rng)
-  _section_expression(part, comp, "winds")
+  part = _new_part(comp, "winds")
+  program = part.program
   base = {66: 55, 70: 43, 64: 67, 73: 72, 74: 72, 75: 72}.get(program, 62)
   _melody(comp, part, "winds", base, [2, 2, 4, 4, 6, 8], 0.35,
           float(rng.uniform(0.6, 0.98)), float(rng.uniform(60, 105)), vibrato=True)
@@ -521,9 +520,7 @@ def winds(comp: Composition) -> Part:
 
 def lead(comp: Composition) -> Part:
   rng = comp.rng
-  part = Part(0, comp.programs["lead"])
-  _setup(part, rng, (40, 88))
-  _section_expression(part, comp, "lead")
+  part = _new_part(comp, "lead", (40, 88))
   _melody(comp, part, "lead", int(rng.integers(60, 74)), [1, 2, 2, 2, 4, 4, 6], 0.25,
           float(rng.uniform(0.5, 0.95)), float(rng.uniform(70, 110)), vibrato=True)
   return part
@@ -531,9 +528,7 @@ def lead(comp: Composition) -> Part:
 
 def vocals(comp: Composition) -> Part:
   rng, steps = comp.rng, comp.steps
-  part = Part(0, comp.programs["vocals"])
-  _setup(part, rng, (44, 84))
-  _section_expression(part, comp, "vocals")
+  part = _new_part(comp, "vocals", (44, 84))
   vel = float(rng.uniform(70, 110))
   base = int(rng.choice([55, 60, 64]))
   if part.program in (52, 53) and rng.random() < 0.4:  # choir chords

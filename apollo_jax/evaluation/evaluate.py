@@ -6,6 +6,11 @@ code path of the restore CLI), and score against the clean file with
 :mod:`apollo_jax.evaluation.metrics`. The degraded input itself is scored as a system too (the "MP3"
 row), so every table shows the gain.
 
+Levels: a clean file goes into the codec at its own level, unlike training mixes, which
+:mod:`apollo_jax.data.mixing` brings to a -1 dBFS peak first (random stem gains would
+otherwise give unrealistic levels). An evaluation file is music as a user has it, already
+at a mastered level; rescaling it would score a file nobody encodes.
+
 One row per file x bitrate x system. Rows are cached one JSON file each under
 ``OUT/cache/`` as soon as they are scored, keyed by the file (path, size, mtime), the
 bitrate, the system (checkpoint path, size, mtime, restore options) and the clip length,
