@@ -315,7 +315,12 @@ def _signal_restore(tmp_path, ckpt, signum):
   sf.write(src, noise.astype(np.float32), RATE)
   out = tmp_path / "new" / "deeper" / "out.wav"
   proc = subprocess.Popen(
-      [sys.executable, "-m", "apollo_jax.restore", src, "-o", str(out), "--checkpoint", ckpt,
+      # A shell's background job (`cmd &`) starts with SIGINT ignored and Python keeps it
+      # so; the child sets the handler a terminal's Ctrl-C finds, then runs the command.
+      [sys.executable, "-c", "import runpy, signal, sys; "
+       "signal.signal(signal.SIGINT, signal.default_int_handler); sys.argv[0] = 'restore'; "
+       "runpy.run_module('apollo_jax.restore', run_name='__main__')",
+       src, "-o", str(out), "--checkpoint", ckpt,
        "--chunk-seconds", "0.5", "--overlap-seconds", "0.1", "--quiet"],
       cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
   deadline = time.time() + 240
