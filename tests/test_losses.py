@@ -65,3 +65,24 @@ def test_feature_matching_treats_real_maps_as_constants():
   np.testing.assert_allclose(float(losses.feature_matching_loss(fake, real)), 1.0, rtol=1e-6)
   g_real = jax.grad(lambda r: losses.feature_matching_loss(fake, r))(real)
   assert all(float(jnp.abs(x).max()) == 0.0 for x in jax.tree.leaves(g_real))
+
+
+def test_log_magnitude_loss_charges_energy_where_the_target_is_silent():
+  """Zero for equal spectra; a faint wrong band where the target is silent costs far more
+  than it does in the linear loss, and the floor keeps exact zeros finite."""
+  rng = np.random.default_rng(0)
+  t = np.arange(4096) / 44100
+  low = np.sin(2 * np.pi * 440 * t)[None, None].astype(np.float32)  # nothing above 1 kHz
+  band = np.fft.rfft(rng.standard_normal(4096))
+  band[np.fft.rfftfreq(4096, 1 / 44100) < 11000] = 0  # noise above 11 kHz only
+  hiss = (np.fft.irfft(band) * 1e-3)[None, None].astype(np.float32)
+  spectra = lambda x: multi_stft(jnp.asarray(x), (256,))
+  assert float(losses.log_magnitude_loss(spectra(low), spectra(low))) == 0.0
+  lin = float(losses.stft_magnitude_loss(spectra(low + hiss), spectra(low)))
+  log = float(losses.log_magnitude_loss(spectra(low + hiss), spectra(low)))
+  assert lin < 0.01 and log > 0.5, (lin, log)
+  # Silent estimate and target: every bin is at the floor, no difference, finite gradient.
+  zeros = jnp.zeros((1, 1, 2048), jnp.float32)
+  g = jax.grad(lambda e: losses.log_magnitude_loss(multi_stft(e, (256,)), multi_stft(zeros, (256,))))(
+      jnp.asarray(rng.standard_normal((1, 1, 2048)) * 1e-7, jnp.float32))
+  assert bool(jnp.all(jnp.isfinite(g)))

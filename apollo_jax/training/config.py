@@ -24,6 +24,9 @@ class TrainConfig(JsonConfig):
       epoch on 8 devices with batch 1 each = 5000).
     rec_weight, adv_weight, fm_weight: generator loss weights (reconstruction, LSGAN,
       feature matching).
+    log_mag_weight: weight of the log-magnitude reconstruction term
+      (:func:`apollo_jax.gan.losses.log_magnitude_loss`); 0 (the published recipe) leaves it
+      out of the step.
     windows: STFT windows of the discriminator and of the reconstruction loss.
     channels: audio channels of a training segment (the discriminator's input); must equal
       ``config.data.channels`` (``configs/apollo.py`` derives it from there).
@@ -51,6 +54,7 @@ class TrainConfig(JsonConfig):
   rec_weight: float = 1.0
   adv_weight: float = 1.0
   fm_weight: float = 1.0
+  log_mag_weight: float = 0.0
   windows: tuple[int, ...] = WINDOWS
   channels: int = 2
   spectral_norm_updates_per_step: int = 4

@@ -29,8 +29,8 @@ from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 from apollo_jax.config import ApolloConfig
 from apollo_jax.gan.discriminator import Discriminator, deinterleave, interleave
-from apollo_jax.gan.losses import (feature_matching_loss, lsgan_d_loss, lsgan_g_loss,
-                                   stft_magnitude_loss)
+from apollo_jax.gan.losses import (feature_matching_loss, log_magnitude_loss, lsgan_d_loss,
+                                   lsgan_g_loss, stft_magnitude_loss)
 from apollo_jax.model import Apollo
 from apollo_jax.spectral import multi_stft
 from apollo_jax.training.config import TrainConfig
@@ -151,9 +151,13 @@ def train_step_fn(gen_cfg: ApolloConfig, cfg: TrainConfig) -> StepFn:
       adv = lsgan_g_loss(fake_scores)
       fm = feature_matching_loss(fake_feats, real_feats)
       total = cfg.rec_weight * rec + cfg.adv_weight * adv + cfg.fm_weight * fm
-      return total, (rec, adv, fm, new_spectral)
+      extra = {}
+      if cfg.log_mag_weight:  # Off in the published recipe: not even traced then.
+        extra["loss_g_logmag"] = log_magnitude_loss(fake_spectra, real_spectra)
+        total = total + cfg.log_mag_weight * extra["loss_g_logmag"]
+      return total, (rec, adv, fm, extra, new_spectral)
 
-    (loss_g, (rec, adv, fm, spectral_g)), (d_fake, d_spectra) = jax.value_and_grad(
+    (loss_g, (rec, adv, fm, extra, spectral_g)), (d_fake, d_spectra) = jax.value_and_grad(
         g_loss, argnums=(0, 1), has_aux=True)(fake, spectra)
     (grads_g,) = gen_vjp(d_fake + spectra_vjp(d_spectra)[0])
     gen_params, gen_opt_state, ok_g, grad_norm_g = _apply_if_finite(
@@ -168,7 +172,7 @@ def train_step_fn(gen_cfg: ApolloConfig, cfg: TrainConfig) -> StepFn:
         nonfinite_g=nonfinite_g, nonfinite_d=nonfinite_d)
     metrics = {
         "loss_d": loss_d, "loss_g": loss_g, "loss_g_rec": rec, "loss_g_adv": adv,
-        "loss_g_fm": fm, "grad_norm_d": grad_norm_d, "grad_norm_g": grad_norm_g,
+        "loss_g_fm": fm, **extra, "grad_norm_d": grad_norm_d, "grad_norm_g": grad_norm_g,
         "lr_d": sched_d(state.step - state.nonfinite_d),
         "lr_g": sched_g(state.step - state.nonfinite_g),
         "nonfinite_d": nonfinite_d, "nonfinite_g": nonfinite_g,

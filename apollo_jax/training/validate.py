@@ -62,7 +62,8 @@ def _check_train(config, model: ApolloConfig) -> None:
     raise ConfigError(f"config.train: {e}") from None
   for name in ("g_lr", "d_lr", "adam_eps", "clip_norm", "lr_decay"):
     _num(t, name, "config.train")
-  for name in ("g_weight_decay", "d_weight_decay", "rec_weight", "adv_weight", "fm_weight"):
+  for name in ("g_weight_decay", "d_weight_decay", "rec_weight", "adv_weight", "fm_weight",
+               "log_mag_weight"):
     _num(t, name, "config.train", open_low=False)
   for name in ("g_betas", "d_betas"):
     if not all(isinstance(b, numbers.Real) and 0 <= b < 1 for b in t[name]):
