@@ -1,5 +1,6 @@
 """Data pipeline tests on tiny synthetic folders (0.5 s segments, a few tracks)."""
 
+import dataclasses
 import logging
 import os
 import shutil
@@ -386,3 +387,25 @@ def test_worker_batches_leave_no_shared_memory_behind(tmp_path):
                        env={**os.environ, "JAX_PLATFORMS": "cpu"})
   assert out.returncode == 0 and "ok" in out.stdout, out.stderr[-3000:]
   assert "leaked shared_memory" not in out.stderr, out.stderr[-3000:]
+
+
+def test_band_limited_sources():
+  """band_limit leaves the band below the roll-off and removes all above the cutoff;
+  p_band_limit=1 band-limits every training target, 0 leaves items as they were."""
+  rng = np.random.default_rng(0)
+  x = rng.standard_normal((2, RATE // 2)).astype(np.float32)
+  y = mixing.band_limit(x, RATE, 12000.0)
+  X, Y = (np.abs(np.fft.rfft(a, axis=-1)) for a in (x, y))
+  f = np.fft.rfftfreq(x.shape[-1], 1 / RATE)
+  assert y.dtype == np.float32
+  np.testing.assert_allclose(Y[:, f < 11000 - 1], X[:, f < 11000 - 1], rtol=1e-4, atol=1e-3)
+  assert np.max(Y[:, f >= 12000]) < 1e-3 * np.max(X)
+  clean = 0.3 * x
+  spec = mixing.MixSpec.from_config(tiny_config([], p_band_limit=1.0, band_limit_hz=(9000.0, 9000.0)))
+  pair = mixing.degrade_pair(clean, np.random.default_rng(1), spec)
+  T = np.abs(np.fft.rfft(pair["target"], axis=-1))
+  assert np.max(T[:, f >= 9000]) < 1e-3 * np.max(T)
+  off = mixing.MixSpec.from_config(tiny_config([]))
+  a = mixing.degrade_pair(clean, np.random.default_rng(1), off)
+  b = mixing.degrade_pair(clean, np.random.default_rng(1), dataclasses.replace(spec, p_band_limit=0.0))
+  np.testing.assert_array_equal(a["target"], b["target"])

@@ -41,6 +41,8 @@ def default_data_config() -> ml_collections.ConfigDict:
       codecs=("mp3",),              # any of apollo_jax.data.codecs.CODECS
       bitrates=(24, 32, 48, 64, 96, 128),  # kbit/s
       mp3_quality=3,                # LAME -q (3 is LAME's default; 7 is about 2x faster)
+      p_band_limit=0.0,             # share of items whose clean music is first band-limited
+      band_limit_hz=(8000.0, 20000.0),  # its cutoff, uniform (not in the published recipe)
       # Fixed validation set.
       val_dir="",                   # "" -> cache_dir/validation/<settings hash>
       val_items=24,

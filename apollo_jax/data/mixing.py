@@ -20,6 +20,8 @@ from apollo_jax.data.sources import DataError
 # Mixes are brought to this peak before the codec, like mastered music: LAME's
 # psychoacoustic model depends on the absolute level, so the level must be realistic.
 PRE_CODEC_PEAK = 10 ** (-1 / 20)
+# Width of the raised-cosine roll-off of a band-limited source (``band_limit``).
+BAND_LIMIT_TRANSITION_HZ = 1000.0
 ACTIVITY_FRAME_SECONDS = 0.05
 log = logging.getLogger(__name__)
 
@@ -47,6 +49,9 @@ class MixSpec:
   codecs: tuple[str, ...]
   bitrates: tuple[int, ...]
   mp3_quality: int
+  # Not in the published recipe (0 leaves the random stream as it was): see band_limit.
+  p_band_limit: float = 0.0
+  band_limit_hz: tuple[float, float] = (8000.0, 20000.0)
 
   def __post_init__(self):
     for c in self.codecs:
@@ -63,10 +68,13 @@ class MixSpec:
   def from_config(cls, cfg, segment_seconds: float | None = None) -> "MixSpec":
     """From a data ConfigDict; ``segment_seconds`` overrides the config's (validation)."""
     names = [f.name for f in dataclasses.fields(cls)]
-    values = {n: cfg[n] for n in names}
+    # Fields added later keep their defaults for configs saved before them (resume).
+    values = {n: cfg[n] for n in names if n in cfg}
     if segment_seconds is not None:
       values["segment_seconds"] = segment_seconds
     values["gain_db"] = tuple(float(g) for g in values["gain_db"])
+    if "band_limit_hz" in values:
+      values["band_limit_hz"] = tuple(float(f) for f in values["band_limit_hz"])
     values["codecs"] = tuple(values["codecs"])
     values["bitrates"] = tuple(int(b) for b in values["bitrates"])
     return cls(**values)
@@ -174,9 +182,23 @@ def mix(tracks: list[dict[str, Any]], first: int, rng: np.random.Generator,
   return out, count
 
 
+def band_limit(x: np.ndarray, sample_rate: int, cutoff_hz: float) -> np.ndarray:
+  """``x (channels, samples)`` with nothing above ``cutoff_hz`` (raised-cosine roll-off of
+  ``BAND_LIMIT_TRANSITION_HZ`` below it), as a source recorded or sampled without a high band."""
+  freqs = np.fft.rfftfreq(x.shape[-1], 1 / sample_rate)
+  ramp = np.clip((cutoff_hz - freqs) / BAND_LIMIT_TRANSITION_HZ, 0.0, 1.0)
+  gain = 0.5 - 0.5 * np.cos(np.pi * ramp)
+  return np.fft.irfft(np.fft.rfft(x, axis=-1) * gain, n=x.shape[-1], axis=-1).astype(np.float32)
+
+
 def degrade_pair(clean: np.ndarray, rng: np.random.Generator,
                  spec: MixSpec) -> dict[str, Any]:
   """Codec and bitrate drawn from ``rng``; both signals rescaled so that max |.| == 1.
+
+  With probability ``spec.p_band_limit`` the clean music is first band-limited at a cutoff
+  drawn from ``spec.band_limit_hz`` (target and codec input alike): much music has no high
+  band of its own (old or lo-fi recordings, sample-based instruments), and a model that
+  never sees such a source fills every high band, harming good input.
 
   Returns:
     ``{"target", "degraded"}`` float32 ``(channels, samples)``, ``"codec"`` (index into
@@ -184,6 +206,8 @@ def degrade_pair(clean: np.ndarray, rng: np.random.Generator,
   """
   codec = int(rng.integers(len(spec.codecs)))
   bitrate = int(spec.bitrates[int(rng.integers(len(spec.bitrates)))])
+  if spec.p_band_limit > 0 and rng.random() < spec.p_band_limit:
+    clean = band_limit(clean, spec.sample_rate, rng.uniform(*spec.band_limit_hz))
   return make_pair(clean, spec.codecs[codec], bitrate, spec) | {"codec": np.int32(codec)}
 
 

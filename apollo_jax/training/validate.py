@@ -95,12 +95,17 @@ def _check_data(d) -> None:
   if d.demo_source not in ("auto", "soundfont", "synth"):  # apollo_jax.data.demo.SOURCES
     raise ConfigError(f"config.data.demo_source must be auto, soundfont or synth, got "
                       f"{d.demo_source!r}")
-  for name in ("p_mixture", "activity_min_fraction"):
+  for name in ("p_mixture", "activity_min_fraction", "p_band_limit"):
     _num(d, name, "config.data", 0.0, 1.0, open_low=False)
   _num(d, "activity_threshold_db", "config.data", float("-inf"), 0.0)
   gain = tuple(d.gain_db)
   if len(gain) != 2 or not all(isinstance(g, numbers.Real) for g in gain) or gain[0] > gain[1]:
     raise ConfigError(f"config.data.gain_db must be (low, high) in dB, got {gain}")
+  limits = tuple(d.band_limit_hz)
+  if (len(limits) != 2 or not all(isinstance(f, numbers.Real) for f in limits)
+      or not 0 < limits[0] <= limits[1] <= d.sample_rate / 2):
+    raise ConfigError(f"config.data.band_limit_hz must be (low, high) in Hz within "
+                      f"(0, {d.sample_rate / 2:g}], got {limits}")
   if not d.codecs or any(c not in codecs.CODECS for c in d.codecs):
     raise ConfigError(f"config.data.codecs must name some of {codecs.CODECS}, got {tuple(d.codecs)}")
   if not d.bitrates:
