@@ -509,6 +509,8 @@ BAD_FIELDS = [
     ("data.mp3_quality", 10), ("data.gain_db", (10.0, -10.0)), ("data.bitrates", (32, 9999)),
     ("data.bitrates", ()), ("data.codecs", ("wma",)), ("data.layout", "musdb18"),
     ("data.activity_min_fraction", -0.1), ("data.demo_source", "fluid"),
+    ("data.p_band_limit", 1.5), ("data.band_limit_hz", (9000.0, 8000.0)),
+    ("data.band_limit_hz", (8000.0, 30000.0)), ("train.log_mag_weight", -1.0),
     ("model.feature_dim", 0), ("model.num_layers", -1), ("model.win_ms", -20),
     ("train.g_lr", -1e-3), ("train.d_lr", 0.0), ("train.clip_norm", 0.0),
     ("train.g_betas", (0.9, 1.5)), ("train.windows", (0, 64)), ("train.freeze_blocks", 99),
