@@ -58,15 +58,9 @@ def compile_cache_dir(tmp_path_factory):
   The tests' own process uses it too: many tests compile the same program again through a
   new function object (``init_params`` and ``create_train_state`` jit a fresh lambda per
   call, each test builds its own train step), which JAX's in-memory cache misses and this
-  folder does not. Under pytest-xdist the workers share one folder (beside their own
-  ``popen-gwN`` base folders), so a program compiled by one is loaded by the other."""
+  folder does not."""
   from apollo_jax import compile_cache
-  root = tmp_path_factory.getbasetemp()
-  if os.environ.get("PYTEST_XDIST_WORKER"):
-    root = root.parent
-  path = root / "compile_cache"
-  path.mkdir(exist_ok=True)
-  os.environ[compile_cache.ENV] = str(path)
+  os.environ[compile_cache.ENV] = str(tmp_path_factory.mktemp("compile_cache"))
   compile_cache.setup()
   return os.environ[compile_cache.ENV]
 
