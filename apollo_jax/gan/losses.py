@@ -33,28 +33,31 @@ LOG_MAG_FLOOR = 1e-5
 FM_EPS = 1e-8
 
 
-def stft_magnitude_loss(est_spectra: Spectra, target_spectra: Spectra) -> jnp.ndarray:
-  """Multi-resolution magnitude loss from precomputed spectra (one per window)."""
+def _mean_over_windows(distance, est_spectra: Spectra, target_spectra: Spectra) -> jnp.ndarray:
+  """Mean over windows of ``distance(est, target)`` (one spectrum of each per window)."""
   if len(est_spectra) != len(target_spectra):
     raise ValueError(f"{len(est_spectra)} estimate spectra vs {len(target_spectra)} target spectra")
   total = 0.0
   for est, target in zip(est_spectra, target_spectra):
-    target_mag = jnp.abs(target)
-    total = total + jnp.mean(jnp.abs(jnp.abs(est) - target_mag)) / (jnp.mean(target_mag) + REC_EPS)
+    total = total + distance(est, target)
   return total / len(est_spectra)
+
+
+def stft_magnitude_loss(est_spectra: Spectra, target_spectra: Spectra) -> jnp.ndarray:
+  """Multi-resolution magnitude loss from precomputed spectra (one per window)."""
+  def distance(est, target):
+    target_mag = jnp.abs(target)
+    return jnp.mean(jnp.abs(jnp.abs(est) - target_mag)) / (jnp.mean(target_mag) + REC_EPS)
+  return _mean_over_windows(distance, est_spectra, target_spectra)
 
 
 def log_magnitude_loss(est_spectra: Spectra, target_spectra: Spectra,
                        floor: float = LOG_MAG_FLOOR) -> jnp.ndarray:
   """Mean over windows of the mean absolute difference of ``log10 max(|S|, floor)``."""
-  if len(est_spectra) != len(target_spectra):
-    raise ValueError(f"{len(est_spectra)} estimate spectra vs {len(target_spectra)} target spectra")
-  total = 0.0
-  for est, target in zip(est_spectra, target_spectra):
-    log_est = jnp.log10(jnp.maximum(jnp.abs(est), floor))
-    log_target = jnp.log10(jnp.maximum(jnp.abs(target), floor))
-    total = total + jnp.mean(jnp.abs(log_est - log_target))
-  return total / len(est_spectra)
+  def distance(est, target):
+    return jnp.mean(jnp.abs(jnp.log10(jnp.maximum(jnp.abs(est), floor))
+                            - jnp.log10(jnp.maximum(jnp.abs(target), floor))))
+  return _mean_over_windows(distance, est_spectra, target_spectra)
 
 
 def multi_resolution_stft_loss(est: jnp.ndarray, target: jnp.ndarray,
