@@ -24,6 +24,7 @@ Random audio and random weights: the step's cost does not depend on the values.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import glob
 import json
 import os
@@ -100,7 +101,7 @@ def timed(fn, *args, repeats: int) -> tuple[float, float, list[float]]:
 def breakdown(gen_cfg: ApolloConfig, cfg: TrainConfig, state, target, degraded, repeats: int):
   """Times the parts of the step as separate jitted functions: (name, compile s, median s)."""
   gen = Apollo(gen_cfg)
-  disc = Discriminator(cfg.windows, cfg.channels, compute_dtype=gen_cfg.compute_dtype)
+  disc = Discriminator(cfg.windows, cfg.channels, cfg.d_hidden, gen_cfg.compute_dtype)
   groups = 2 if cfg.spectral_norm_updates_per_step == 4 else 1
   variables = {"params": state.disc_params, "spectral": state.disc_spectral}
   forward = lambda p, x: gen.apply({"params": p}, x)
@@ -181,6 +182,7 @@ def main(argv=None) -> None:
   p.add_argument("--compute-dtype", default="float32", choices=("float32", "bfloat16"))
   p.add_argument("--sn-updates", type=int, default=4, choices=(1, 4),
                  help="spectral_norm_updates_per_step")
+  p.add_argument("--d-hidden", type=int, help="TrainConfig.d_hidden (default: 8, or the demo's)")
   p.add_argument("--demo", action="store_true", help="the configs/apollo.py:demo model and step")
   p.add_argument("--breakdown", action="store_true", help="also time the parts of the step")
   p.add_argument("--buffers", type=int, default=8, help="largest buffers to list")
@@ -203,6 +205,8 @@ def main(argv=None) -> None:
                            remat=args.remat, chunk_rows=args.chunk_rows,
                            compute_dtype=args.compute_dtype)
     cfg = TrainConfig(spectral_norm_updates_per_step=args.sn_updates)
+  if args.d_hidden is not None:
+    cfg = dataclasses.replace(cfg, d_hidden=args.d_hidden)
   # The reference first, while this process is small: a child's peak RSS (ru_maxrss)
   # starts from the pages it shared with its parent.
   ref = torch_reference(args) if args.torch_ref else None
@@ -218,7 +222,8 @@ def main(argv=None) -> None:
         f"{os.cpu_count()} CPUs")
   print(f"config: feature_dim={args.feature_dim} layers={args.layers} segment={args.seconds:g}s "
         f"batch={args.batch} remat={gen_cfg.remat} chunk_rows={gen_cfg.chunk_rows} "
-        f"compute_dtype={args.compute_dtype} sn_updates={args.sn_updates}", flush=True)
+        f"compute_dtype={args.compute_dtype} sn_updates={args.sn_updates} d_hidden={cfg.d_hidden}",
+        flush=True)
   t0 = time.perf_counter()
   compiled = step.lower(state, batch).compile()
   compile_s = time.perf_counter() - t0

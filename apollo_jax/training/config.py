@@ -28,6 +28,9 @@ class TrainConfig(JsonConfig):
       (:func:`apollo_jax.gan.losses.log_magnitude_loss`); 0 (the published recipe) leaves it
       out of the step.
     windows: STFT windows of the discriminator and of the reconstruction loss.
+    d_hidden: features of each sub-discriminator's first conv (doubling per conv up to
+      ``32 * d_hidden``); 8 is published. A smaller D is cheaper: the step of a small
+      generator is mostly the discriminator's.
     channels: audio channels of a training segment (the discriminator's input); must equal
       ``config.data.channels`` (``configs/apollo.py`` derives it from there).
 
@@ -56,6 +59,7 @@ class TrainConfig(JsonConfig):
   fm_weight: float = 1.0
   log_mag_weight: float = 0.0
   windows: tuple[int, ...] = WINDOWS
+  d_hidden: int = 8
   channels: int = 2
   spectral_norm_updates_per_step: int = 4
   freeze_blocks: int = 0

@@ -96,7 +96,8 @@ def _init_discriminator(config, train_cfg: TrainConfig):
   from apollo_jax.checkpoints import published
   if not config.init_from or not published.has_torch_discriminator(config.init_from):
     return None, None
-  d = published.load_torch_discriminator(config.init_from, len(train_cfg.windows), train_cfg.channels)
+  d = published.load_torch_discriminator(config.init_from, len(train_cfg.windows), train_cfg.channels,
+                                        train_cfg.d_hidden)
   log.info("init_from: discriminator loaded from %s", config.init_from)
   return d["params"], d["spectral"]
 

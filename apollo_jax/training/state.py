@@ -94,7 +94,7 @@ def create_train_state(gen_cfg: ApolloConfig, train_cfg: TrainConfig, rng: jax.A
   if gen_params is None:
     gen_params = init_params(gen_cfg, k_gen)
   if disc_params is None or disc_spectral is None:
-    fresh = init_discriminator(k_disc, train_cfg.windows, train_cfg.channels)
+    fresh = init_discriminator(k_disc, train_cfg.windows, train_cfg.channels, train_cfg.d_hidden)
     disc_params = fresh["params"] if disc_params is None else disc_params
     disc_spectral = fresh["spectral"] if disc_spectral is None else disc_spectral
   as_f32 = lambda tree: jax.tree.map(lambda a: jnp.asarray(a, jnp.float32), tree)

@@ -96,7 +96,7 @@ def train_step_fn(gen_cfg: ApolloConfig, cfg: TrainConfig) -> StepFn:
   clipping), ``lr_d, lr_g`` (used this step), ``nonfinite_d, nonfinite_g`` (totals).
   """
   gen = Apollo(gen_cfg)
-  disc = Discriminator(cfg.windows, cfg.channels, compute_dtype=gen_cfg.compute_dtype)
+  disc = Discriminator(cfg.windows, cfg.channels, cfg.d_hidden, gen_cfg.compute_dtype)
   tx_g, tx_d = make_optimizers(cfg)
   sched_g, sched_d = lr_schedule(cfg.g_lr, cfg), lr_schedule(cfg.d_lr, cfg)
   # D update: fake and real go through D together, interleaved. Published (4 updates): the

@@ -72,6 +72,7 @@ def _check_train(config, model: ApolloConfig) -> None:
   if not windows or not all(isinstance(w, numbers.Integral) and w >= 4 for w in windows):
     raise ConfigError(f"config.train.windows must be STFT sizes >= 4, got {windows}")
   _int(t, "channels", 1, "config.train", 2)
+  _int(t, "d_hidden", 1, "config.train")
   _int(t, "freeze_blocks", 0, "config.train", model.num_layers)
 
 
