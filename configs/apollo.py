@@ -7,8 +7,10 @@ Paper setup (SPEC.md "Losses", paper III-B) on your stems; 8 devices, batch 1 ea
 
 Variants (``configs/apollo.py:VARIANT``):
   demo    small residual model on the built-in demo corpus (soundfont-rendered when
-          FluidSynth is installed); 400 steps, about 28 minutes on 2 idle CPU cores
-          (about 3.9 s/step; README "The demo run").
+          FluidSynth is installed); 600 steps, about 22 minutes on 2 idle CPU cores
+          (about 2.1 s/step; README "The demo run").
+  demo_long  the demo at twice the width and depth for 1,500 steps (about 1 h 45 min on
+          2 idle CPU cores; README "The demo run").
   causal  the paper model with causal time convolutions, for streaming.
   finetune  lower learning rates, for ``--config.init_from=PATH`` (published or ours).
 
@@ -50,7 +52,7 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
 
   if variant in (None, "", "paper"):
     pass
-  elif variant == "demo":
+  elif variant in ("demo", "demo_long"):
     # The 30-minute CPU recipe (README "The demo run"): a residual model (starts as the
     # identity) on the soundfont corpus when FluidSynth is installed. Half of the bitrates
     # are >= 128 kbit/s so that the model learns to leave good input alone.
@@ -78,11 +80,20 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     c.val_every = 250
     c.checkpoint_every = 100
     c.val_visqol_items = 2
+    if variant == "demo_long":
+      # The longer CPU recipe (README "The demo run"): the same data and losses, a model
+      # twice as wide and twice as deep, 1,500 steps (about 1 h 45 min on 2 idle cores).
+      c.model.feature_dim = 64
+      c.model.num_layers = 2
+      c.num_steps = 1500
+      c.train.steps_per_epoch = 1000
+      c.val_every = 500
+      c.checkpoint_every = 250
   elif variant == "causal":
     c.model.causal = True
   elif variant == "finetune":
     c.train.g_lr = 1e-4
     c.train.d_lr = 1e-5
   else:
-    raise ValueError(f"unknown variant {variant!r}: use paper, demo, causal or finetune")
+    raise ValueError(f"unknown variant {variant!r}: use paper, demo, demo_long, causal or finetune")
   return c

@@ -176,6 +176,8 @@ def test_train_init_from_uses_the_lightning_discriminator(tmp_path):
   assert _init_discriminator(ml_collections.ConfigDict({"init_from": bare}), TrainConfig()) == (None, None)
   with pytest.raises(CheckpointFormatError, match="discriminator tensor shapes"):  # a D for stereo
     _init_discriminator(config, TrainConfig(channels=1))
+  with pytest.raises(CheckpointFormatError, match="discriminator tensor shapes"):  # width 8
+    _init_discriminator(config, TrainConfig(d_hidden=4))
 
 
 def _cli(module, *args):

@@ -165,6 +165,19 @@ def test_train_config_validation_and_round_trip():
     TrainConfig.from_dict({"learning_rate": 1.0})
 
 
+def test_d_hidden_sets_the_discriminator_width_of_state_and_step(mesh):
+  """The state's D and the step's D agree on ``d_hidden`` (traced only: no compile)."""
+  cfg = TrainConfig(windows=TINY_WINDOWS, d_hidden=2)
+  state = fresh_state(mesh, cfg)
+  widths = [state.disc_params["disc_0"][f"conv_{j}"]["kernel"].shape[-1] for j in range(7)]
+  assert widths == [2, 4, 8, 16, 32, 64, 1]
+  from apollo_jax.training.step import train_step_fn
+  batch = {k: jnp.asarray(v) for k, v in make_batch().items()}
+  new_state, _ = jax.eval_shape(train_step_fn(TINY, cfg), state, batch)
+  assert jax.tree.map(lambda a: a.shape, new_state.disc_params) == jax.tree.map(
+      lambda a: a.shape, state.disc_params)
+
+
 @pytest.mark.slow  # ~10 s: a real orbax save and two restores of the whole state
 def test_checkpoint_with_the_old_unused_rng_resumes(mesh, tmp_path):
   # Issue 12: TrainState no longer carries a PRNG key (split every step, never used). A run
