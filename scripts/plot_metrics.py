@@ -13,7 +13,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 PANELS = (
-    ("generator losses", ("loss_g", "loss_g_rec", "loss_g_adv", "loss_g_fm")),
+    ("generator losses", ("loss_g", "loss_g_rec", "loss_g_adv", "loss_g_fm", "loss_g_logmag")),
     ("discriminator loss", ("loss_d",)),
     ("validation SI-SDR gain over the MP3 input (dB)", ("val/si_sdr_gain",)),
     ("validation LSD gain over the MP3 input (lower is better)", ("val/lsd_gain",)),

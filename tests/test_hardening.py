@@ -514,7 +514,7 @@ BAD_FIELDS = [
     ("model.feature_dim", 0), ("model.num_layers", -1), ("model.win_ms", -20),
     ("train.g_lr", -1e-3), ("train.d_lr", 0.0), ("train.clip_norm", 0.0),
     ("train.g_betas", (0.9, 1.5)), ("train.windows", (0, 64)), ("train.freeze_blocks", 99),
-    ("train.steps_per_epoch", 0), ("train.channels", 0),
+    ("train.steps_per_epoch", 0), ("train.channels", 0), ("train.d_hidden", 0),
 ]
 
 
@@ -541,7 +541,7 @@ def test_item3_shipped_configs_pass_the_checks():
   sys.path.insert(0, REPO)
   from configs import apollo
   from apollo_jax.training.validate import check_config
-  for variant in ("paper", "demo", "causal", "finetune"):
+  for variant in ("paper", "demo", "demo_long", "causal", "finetune"):
     check_config(apollo.get_config(variant))
 
 

@@ -205,7 +205,7 @@ def test_config_variants_build():
   sys.path.insert(0, str(REPO))
   from configs import apollo
   from apollo_jax.training.loop import model_config, train_config
-  for variant in ("paper", "demo", "causal", "finetune"):
+  for variant in ("paper", "demo", "demo_long", "causal", "finetune"):
     c = apollo.get_config(variant)
     model_config(c), train_config(c)
   assert model_config(apollo.get_config("causal")).causal
