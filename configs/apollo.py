@@ -9,8 +9,8 @@ Variants (``configs/apollo.py:VARIANT``):
   demo    small residual model on the built-in demo corpus (soundfont-rendered when
           FluidSynth is installed); 600 steps, about 22 minutes on 2 idle CPU cores
           (about 2.1 s/step; README "The demo run").
-  demo_long  the demo at twice the width and depth for 1,500 steps (about 1 h 45 min on
-          2 idle CPU cores; README "The demo run").
+  demo_long  the demo at twice the width and depth for 1,500 steps (100 minutes on 2 CPU
+          cores, about 3.7 s/step; README "The demo run").
   causal  the paper model with causal time convolutions, for streaming.
   finetune  lower learning rates, for ``--config.init_from=PATH`` (published or ours).
 
@@ -82,7 +82,7 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     c.val_visqol_items = 2
     if variant == "demo_long":
       # The longer CPU recipe (README "The demo run"): the same data and losses, a model
-      # twice as wide and twice as deep, 1,500 steps (about 1 h 45 min on 2 idle cores).
+      # twice as wide and twice as deep, 1,500 steps (100 minutes on 2 CPU cores).
       c.model.feature_dim = 64
       c.model.num_layers = 2
       c.num_steps = 1500
