@@ -46,12 +46,13 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from apollo_jax import Apollo, ApolloConfig  # noqa: E402
-from apollo_jax.gan.discriminator import Discriminator, deinterleave, interleave  # noqa: E402
+from apollo_jax.gan.discriminator import deinterleave, interleave  # noqa: E402
 from apollo_jax.spectral import multi_stft  # noqa: E402
 from apollo_jax.gan.losses import feature_matching_loss, lsgan_d_loss, lsgan_g_loss  # noqa: E402
 from apollo_jax.training import (TrainConfig, create_train_state, make_mesh,  # noqa: E402
                                  make_train_step, shard_batch)
 from apollo_jax.training.state import make_optimizers  # noqa: E402
+from apollo_jax.training.step import step_discriminator  # noqa: E402
 
 REFBENCH = pathlib.Path(__file__).resolve().parents[2] / "shared" / "refbench" / "bench_ref.py"
 
@@ -101,7 +102,7 @@ def timed(fn, *args, repeats: int) -> tuple[float, float, list[float]]:
 def breakdown(gen_cfg: ApolloConfig, cfg: TrainConfig, state, target, degraded, repeats: int):
   """Times the parts of the step as separate jitted functions: (name, compile s, median s)."""
   gen = Apollo(gen_cfg)
-  disc = Discriminator(cfg.windows, cfg.channels, cfg.d_hidden, gen_cfg.compute_dtype)
+  disc = step_discriminator(gen_cfg, cfg)
   groups = 2 if cfg.spectral_norm_updates_per_step == 4 else 1
   variables = {"params": state.disc_params, "spectral": state.disc_spectral}
   forward = lambda p, x: gen.apply({"params": p}, x)

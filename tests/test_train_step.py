@@ -8,7 +8,7 @@ import pytest
 from apollo_jax.gan.discriminator import Discriminator
 from apollo_jax.training import (TrainConfig, create_train_state, default_train_config,
                                  lr_schedule, make_mesh, make_optimizers, make_train_step,
-                                 shard_batch)
+                                 shard_batch, train_step_fn)
 from tests.conftest import TINY, TINY_WINDOWS
 
 CFG = TrainConfig(windows=TINY_WINDOWS, steps_per_epoch=3)
@@ -171,7 +171,6 @@ def test_d_hidden_sets_the_discriminator_width_of_state_and_step(mesh):
   state = fresh_state(mesh, cfg)
   widths = [state.disc_params["disc_0"][f"conv_{j}"]["kernel"].shape[-1] for j in range(7)]
   assert widths == [2, 4, 8, 16, 32, 64, 1]
-  from apollo_jax.training.step import train_step_fn
   batch = {k: jnp.asarray(v) for k, v in make_batch().items()}
   new_state, _ = jax.eval_shape(train_step_fn(TINY, cfg), state, batch)
   assert jax.tree.map(lambda a: a.shape, new_state.disc_params) == jax.tree.map(

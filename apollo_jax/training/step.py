@@ -88,6 +88,12 @@ def _apply_if_finite(tx: optax.GradientTransformation, loss, grads, opt_state, p
   return new_params, _where(ok, new_opt_state, opt_state), ok, jnp.linalg.norm(flat_grads)
 
 
+def step_discriminator(gen_cfg: ApolloConfig, cfg: TrainConfig) -> Discriminator:
+  """The discriminator the step trains: windows, channels and width from ``cfg``, matmul
+  dtype from the generator config (one place, so benchmarks time the same network)."""
+  return Discriminator(cfg.windows, cfg.channels, cfg.d_hidden, gen_cfg.compute_dtype)
+
+
 def train_step_fn(gen_cfg: ApolloConfig, cfg: TrainConfig) -> StepFn:
   """The un-jitted step ``(state, batch) -> (state, metrics)``.
 
@@ -96,7 +102,7 @@ def train_step_fn(gen_cfg: ApolloConfig, cfg: TrainConfig) -> StepFn:
   clipping), ``lr_d, lr_g`` (used this step), ``nonfinite_d, nonfinite_g`` (totals).
   """
   gen = Apollo(gen_cfg)
-  disc = Discriminator(cfg.windows, cfg.channels, cfg.d_hidden, gen_cfg.compute_dtype)
+  disc = step_discriminator(gen_cfg, cfg)
   tx_g, tx_d = make_optimizers(cfg)
   sched_g, sched_d = lr_schedule(cfg.g_lr, cfg), lr_schedule(cfg.d_lr, cfg)
   # D update: fake and real go through D together, interleaved. Published (4 updates): the
