@@ -77,9 +77,20 @@ def main(kind: str, list_file: str, out_file: str, memory_gb: float, seconds: in
                    + " / ".join(traceback.format_exc().strip().splitlines()[-5:]))
       finally:
         signal.alarm(0)
-      row["rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+      row["rss_mb"] = peak_rss_mb()
       out.write(json.dumps(row) + "\n")
       out.flush()
+
+
+def peak_rss_mb() -> float:
+  """This process's own peak RSS (VmHWM). Not getrusage's ru_maxrss: Linux carries that
+  across execve, so a child started by a large parent (a pytest worker that has compiled
+  JAX programs) would report the parent's RSS instead of its own."""
+  with open("/proc/self/status") as f:
+    for line in f:
+      if line.startswith("VmHWM:"):
+        return int(line.split()[1]) / 1024
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 if __name__ == "__main__":
