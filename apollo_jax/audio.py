@@ -148,9 +148,11 @@ def _av_blocks(container, stream) -> Iterator[np.ndarray]:
     a = frame.to_ndarray()
     channels = len(frame.layout.channels)
     a = a.reshape(channels, -1) if frame.format.is_planar else a.reshape(-1, channels).T
-    block = a.astype(np.float32)
     if np.issubdtype(a.dtype, np.integer):
+      block = a.astype(np.float32)
       block /= float(np.iinfo(a.dtype).max) + 1.0
+    else:  # float frames (MP3, AAC, Opus, Vorbis decode to float32): no copy
+      block = a.astype(np.float32, copy=False)
     yield block
 
 
@@ -305,6 +307,7 @@ class Reader:
       self.close()
       raise
     self.sample_rate = sample_rate or self.file_rate
+    self._integer_pcm = self._sf is not None and self._sf.subtype == "PCM_16"
     self.file_samples = 0
     self._header_frames = header_frames
     self.frames = (None if header_frames is None
@@ -315,12 +318,19 @@ class Reader:
       read = 0
       # 16-bit PCM: libsndfile's float conversion is ~3x slower than reading int16 and
       # scaling in NumPy, which gives the same values (x / 32768, exact in float32).
-      pcm16 = self._sf.subtype == "PCM_16"
+      # The int16 blocks go into one buffer (soundfile would copy each): every block is
+      # converted into a new float32 array before the next read overwrites it.
+      pcm16 = self._integer_pcm
+      buffer = None
+      if pcm16:  # no longer than what is left of the file, as soundfile would allocate
+        left = max(1, min(block_frames, self._header_frames - start))
+        buffer = np.empty((left, self.channels), np.int16)
       try:
-        for block in self._sf.blocks(block_frames, dtype="int16" if pcm16 else "float32",
-                                     always_2d=True):
+        for block in self._sf.blocks(None if pcm16 else block_frames,
+                                     dtype="int16" if pcm16 else "float32", always_2d=True,
+                                     out=buffer):
           read += block.shape[0]
-          yield np.multiply(block.T, np.float32(1 / 32768), order="C") if pcm16 else block.T
+          yield np.ascontiguousarray(block.T) * np.float32(1 / 32768) if pcm16 else block.T
       except _SF_ERRORS as e:
         raise AudioError(f"{self.path}: cannot decode ({e})") from None
       if start + read < self._header_frames:  # the data ended before the header said
@@ -381,7 +391,7 @@ class Reader:
       if left >= 0:
         block, left = block[:, :left], left - min(left, block.shape[1])
       if block.shape[1]:
-        if not np.isfinite(block).all():
+        if not self._integer_pcm and not np.isfinite(block).all():  # 16-bit PCM is finite
           raise AudioError(f"{self.path}: contains NaN or Inf samples")
         self.file_samples += block.shape[1]
         yield block

@@ -202,4 +202,4 @@ def degrade(audio: np.ndarray, sample_rate: int, codec: str = "mp3", bitrate: in
     y = audio_io.fit_length(audio_io.resample(y, rate, sample_rate), audio.shape[1])
     if y.shape[0] != audio.shape[0]:  # mono encoded as stereo (Vorbis)
       y = y.mean(axis=0, keepdims=True)
-  return (y / gain).astype(np.float32) if gain != 1.0 else y.astype(np.float32)
+  return (y / gain).astype(np.float32) if gain != 1.0 else y.astype(np.float32, copy=False)

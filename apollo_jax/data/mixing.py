@@ -117,7 +117,7 @@ def read_segment(files: list[dict[str, Any]], start_seconds: float, spec: MixSpe
       x, _ = audio.load(f["path"], spec.sample_rate, start=start, frames=frames)
     except audio.AudioError as e:
       raise UnreadableFile(f["path"], str(e)) from None
-    peak = float(np.max(np.abs(x))) if x.size else 0.0
+    peak = max(float(x.max()), -float(x.min())) if x.size else 0.0  # max |x|, no temporary
     if peak > MAX_ABS_SAMPLE:  # finite, but gains and sums would overflow float32 to inf
       raise UnreadableFile(f["path"], f"samples reach {peak:.3g}, far outside audio range")
     x = audio.fit_length(to_channels(x, spec.channels), spec.segment)
