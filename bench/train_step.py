@@ -46,6 +46,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from apollo_jax import Apollo, ApolloConfig  # noqa: E402
+from apollo_jax.data import heap  # noqa: E402
 from apollo_jax.gan.discriminator import deinterleave, interleave  # noqa: E402
 from apollo_jax.spectral import multi_stft  # noqa: E402
 from apollo_jax.gan.losses import feature_matching_loss, lsgan_d_loss, lsgan_g_loss  # noqa: E402
@@ -60,6 +61,12 @@ REFBENCH = pathlib.Path(__file__).resolve().parents[2] / "shared" / "refbench" /
 def peak_rss_gb() -> float:
   """Peak resident memory of this process (Linux reports KiB)."""
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
+
+
+def rss_gb() -> float:
+  """The process's resident memory now (VmRSS)."""
+  with open("/proc/self/status") as f:
+    return next(int(l.split()[1]) for l in f if l.startswith("VmRSS:")) / 2 ** 20
 
 
 def cpu_pressure_us() -> int | None:
@@ -228,9 +235,11 @@ def main(argv=None) -> None:
   t0 = time.perf_counter()
   compiled = step.lower(state, batch).compile()
   compile_s = time.perf_counter() - t0
+  heap.release_freed_memory()  # as train.py does before its first step
   mem = compiled.memory_analysis()
   gib = lambda b: f"{b / 2 ** 30:.2f} GiB"
-  print(f"compile: {compile_s:.1f} s (peak RSS so far {peak_rss_gb():.2f} GB)")
+  print(f"compile: {compile_s:.1f} s (peak RSS so far {peak_rss_gb():.2f} GB, "
+        f"{rss_gb():.2f} GB after releasing the compiler's freed memory)")
   if mem is not None:
     print(f"XLA memory: arguments {gib(mem.argument_size_in_bytes)}, outputs "
           f"{gib(mem.output_size_in_bytes)}, temp {gib(mem.temp_size_in_bytes)}")
