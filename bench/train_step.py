@@ -204,6 +204,10 @@ def main(argv=None) -> None:
     from configs.apollo import get_config
     c = get_config("demo")
     gen_cfg = ApolloConfig.from_dict(c.model.to_dict())
+    # Memory/speed flags given on the command line override the config's own.
+    given = {"chunk_rows": args.chunk_rows != -1, "remat": args.remat,
+             "compute_dtype": args.compute_dtype != "float32"}
+    gen_cfg = dataclasses.replace(gen_cfg, **{k: getattr(args, k) for k, on in given.items() if on})
     cfg = TrainConfig.from_dict(c.train.to_dict())
     args.feature_dim, args.layers = gen_cfg.feature_dim, gen_cfg.num_layers
     args.seconds, args.batch = c.data.segment_seconds, c.global_batch_size
