@@ -138,7 +138,7 @@ def main():
           f"{t_mp3 * 1e3:.1f} ms -> {seg / (t_mix + t_mp3):.1f} s of audio per CPU-second "
           f"({cpu_pressure()})")
 
-  cfg.num_workers = 0
+  cfg.num_workers, read_threads = 0, cfg.read_threads
   for threads in (1, args.workers) if args.workers > 1 else (1,):
     # LAME, libsndfile, FFmpeg and NumPy release the GIL, so read threads scale too.
     cfg.read_threads = threads
@@ -146,7 +146,7 @@ def main():
     print(f"in-process (0 workers, {threads} read thread{'s' if threads > 1 else ''}): "
           f"{items * seg / wall:.1f} s audio/s wall, {items * seg / cpu:.1f} s audio per "
           f"CPU-second ({cpu_pressure()})")
-  cfg.read_threads = 1
+  cfg.read_threads = read_threads  # the config's own for the worker processes
 
   if args.workers > 0:
     cfg.num_workers = args.workers
