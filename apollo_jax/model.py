@@ -22,6 +22,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.ad_checkpoint import checkpoint_name
 
 from apollo_jax import spectral
 from apollo_jax.config import ApolloConfig
@@ -112,14 +113,16 @@ class BandRoformer(nn.Module):
       weights = jax.nn.softmax(logits, axis=-1)
       att = einsum("...hqk,...khd->...qhd", weights, v, dt)
       x = x + dense(att.reshape(*lead, bands, f), out_kernel, dt)
-      gate, z = jnp.split(jax.nn.silu(dense(rms_norm(x, mlp_norm), mlp_in, dt)), 2, axis=-1)
+      # Saved for the backward pass (see map_rows): recomputing it is the block's widest matmul.
+      hidden = checkpoint_name(dense(rms_norm(x, mlp_norm), mlp_in, dt), "band_mlp_in")
+      gate, z = jnp.split(jax.nn.silu(hidden), 2, axis=-1)
       return x + dense(jax.nn.silu(gate) * z, mlp_out, dt), weights
 
     if self.is_mutable_collection("intermediates"):
       out, weights = rows(x)
       self.sow("intermediates", "attention", weights)
       return out
-    return map_rows(lambda r: rows(r)[0], x, cfg.chunk_rows, cfg.remat)
+    return map_rows(lambda r: rows(r)[0], x, cfg.chunk_rows, cfg.remat, save=("band_mlp_in",))
 
 
 def time_conv_left_pad(cfg: ApolloConfig) -> int:
@@ -178,10 +181,12 @@ class TemporalUnit(nn.Module):
     y = depthwise_time_conv(padded, self.dw_kernel, self.dw_bias)
 
     def pointwise(y):  # (..., features), position-wise.
-      y = jax.nn.silu(dense(rms_norm(y, self.norm), self.pw1_kernel, dt) + self.pw1_bias)
-      return dense(y, self.pw2_kernel, dt) + self.pw2_bias
+      # Saved for the backward pass (see map_rows): then no matmul of the unit is recomputed.
+      y = checkpoint_name(dense(rms_norm(y, self.norm), self.pw1_kernel, dt) + self.pw1_bias, "tcn_pw1")
+      return dense(jax.nn.silu(y), self.pw2_kernel, dt) + self.pw2_bias
 
-    return padded[:, left:left + frames] + map_rows(pointwise, y, self.cfg.chunk_rows, self.cfg.remat)
+    return padded[:, left:left + frames] + map_rows(pointwise, y, self.cfg.chunk_rows,
+                                                    self.cfg.remat, save=("tcn_pw1",))
 
 
 class BandSequenceBlock(nn.Module):
