@@ -81,4 +81,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+  from apollo_jax.data import heap
+  heap.restart_with_huge_pages()  # XLA's per-call buffers on 2 MiB pages (see heap.py)
   sys.exit(main())

@@ -58,4 +58,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  from apollo_jax.data import heap
+  heap.restart_with_huge_pages()  # XLA's per-step buffers on 2 MiB pages (see heap.py)
   app.run(main)

@@ -36,6 +36,10 @@ import sys
 import tempfile
 import time
 
+from apollo_jax.data import heap  # noqa: E402
+
+if __name__ == "__main__":  # as train.py: XLA's per-step buffers on 2 MiB pages (see heap.py)
+  heap.restart_with_huge_pages()
 _DUMP = tempfile.mkdtemp(prefix="apollo_bench_hlo_")
 # XLA writes its buffer assignment report only when dumping; nothing else is dumped.
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
@@ -46,7 +50,6 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from apollo_jax import Apollo, ApolloConfig  # noqa: E402
-from apollo_jax.data import heap  # noqa: E402
 from apollo_jax.gan.discriminator import deinterleave, interleave  # noqa: E402
 from apollo_jax.spectral import multi_stft  # noqa: E402
 from apollo_jax.gan.losses import feature_matching_loss, lsgan_d_loss, lsgan_g_loss  # noqa: E402
@@ -168,7 +171,7 @@ def torch_reference(args) -> dict | None:
          "--feature-dim", str(args.feature_dim), "--layer", str(args.layers),
          "--seconds", str(args.seconds), "--batch", str(args.batch), "--threads",
          str(os.cpu_count()), "--runs", str(max(2, min(args.steps, 3)))]
-  env = dict(os.environ)
+  env = heap.env_before_restart(os.environ)  # the published step with its own malloc
   if args.torch_jemalloc:
     env.update(LD_PRELOAD=args.torch_jemalloc, MALLOC_CONF="dirty_decay_ms:-1,muzzy_decay_ms:-1")
   out = subprocess.run(cmd, capture_output=True, text=True, env=env)

@@ -1,0 +1,31 @@
+"""glibc malloc knobs of apollo_jax.data.heap: the huge-page restart of the scripts."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from apollo_jax.data import heap
+
+
+def test_huge_pages_env_keeps_other_tunables_and_respects_the_users_choice():
+  env = heap.huge_pages_env({"GLIBC_TUNABLES": "glibc.malloc.arena_max=2", "A": "b"})
+  if env is None:
+    pytest.skip("not glibc >= 2.35 with transparent huge pages")
+  assert env["GLIBC_TUNABLES"] == "glibc.malloc.arena_max=2:glibc.malloc.hugetlb=1"
+  assert env["A"] == "b"
+  assert heap.huge_pages_env({"GLIBC_TUNABLES": "glibc.malloc.hugetlb=0"}) is None  # opt-out
+  assert heap.huge_pages_env(env) is None  # never twice
+  assert heap.env_before_restart(env) == {"GLIBC_TUNABLES": "glibc.malloc.arena_max=2", "A": "b"}
+  assert heap.env_before_restart(heap.huge_pages_env({})) == {}
+
+
+def test_restart_keeps_the_arguments_and_sets_the_tunable():
+  code = ("import os, sys; from apollo_jax.data import heap; heap.restart_with_huge_pages(); "
+          "print(os.getpid(), os.environ.get('GLIBC_TUNABLES'), sys.argv[1:])")
+  env = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}
+  out = subprocess.run([sys.executable, "-c", code, "x", "--y"], capture_output=True, text=True,
+                       env=env, check=True).stdout.split(None, 1)
+  expected = "glibc.malloc.hugetlb=1" if heap.huge_pages_env(env) else "None"
+  assert out[1].strip() == f"{expected} ['x', '--y']"
