@@ -234,7 +234,7 @@ def main(argv=None) -> None:
   step = make_train_step(gen_cfg, cfg, mesh)
 
   print(f"device: {jax.device_count()} x {jax.devices()[0].device_kind} ({jax.default_backend()}), "
-        f"{os.cpu_count()} CPUs")
+        f"{os.cpu_count()} CPUs; GLIBC_TUNABLES={os.environ.get('GLIBC_TUNABLES', '')!r}")
   print(f"config: feature_dim={args.feature_dim} layers={args.layers} segment={args.seconds:g}s "
         f"batch={args.batch} remat={gen_cfg.remat} chunk_rows={gen_cfg.chunk_rows} "
         f"compute_dtype={args.compute_dtype} sn_updates={args.sn_updates} d_hidden={cfg.d_hidden}",
