@@ -54,8 +54,9 @@ class ApolloConfig(JsonConfig):
     remat: training memory: recompute every band-transformer and TCN sub-block from its
       input in the backward pass, so each saves only its input (about a third more
       generator compute). With row chunking (``chunk_rows``, the CPU default) the
-      position-wise layers are recomputed per chunk anyway; ``remat`` then adds the TCN's
-      depthwise convolutions.
+      position-wise layers are recomputed per chunk anyway, except the outputs of their
+      widest matmuls (the band MLP's and each TCN unit's first), which are saved unless
+      ``remat``; ``remat`` also makes each TCN unit keep only its input.
     compute_dtype: dtype of the matmul inputs ("float32" or "bfloat16"); parameters,
       norms and spectral transforms stay float32.
   """
