@@ -24,12 +24,14 @@ Random audio and random weights: the step's cost does not depend on the values.
 from __future__ import annotations
 
 import argparse
+import atexit
 import dataclasses
 import glob
 import json
 import os
 import pathlib
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -41,6 +43,7 @@ from apollo_jax.data import heap  # noqa: E402
 if __name__ == "__main__":  # as train.py: XLA's per-step buffers on 2 MiB pages (see heap.py)
   heap.restart_with_huge_pages()
 _DUMP = tempfile.mkdtemp(prefix="apollo_bench_hlo_")
+atexit.register(shutil.rmtree, _DUMP, ignore_errors=True)
 # XLA writes its buffer assignment report only when dumping; nothing else is dumped.
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
                            f" --xla_dump_to={_DUMP} --xla_dump_hlo_module_re=.*jit_step.*").strip()
