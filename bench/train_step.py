@@ -38,7 +38,7 @@ import sys
 import tempfile
 import time
 
-from apollo_jax.data import heap  # noqa: E402
+from apollo_jax.data import heap
 
 if __name__ == "__main__":  # as train.py: XLA's per-step buffers on 2 MiB pages (see heap.py)
   heap.restart_with_huge_pages()

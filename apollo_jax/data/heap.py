@@ -16,7 +16,7 @@ step's own buffers came on top of it. Measured with bench/train_step.py (64/2, 3
 allocates a compiled program's temporaries (gigabytes at paper size) afresh on every call,
 and glibc serves such blocks with new mappings, so every training step page-faulted its
 whole working set again, 4 KiB at a time: measured ~160,000 faults and 0.4-0.7 s of kernel
-time per generator step at paper width. glibc's ``glibc.malloc.hugetlb=1`` tunable backs
+time per call of one paper-width block's gradient. glibc's ``glibc.malloc.hugetlb=1`` tunable backs
 those mappings with transparent huge pages (2 MiB), which it can only read at start-up,
 hence the restart. Measured with bench/train_step.py (64/2, 3 s): 4.86 -> 4.30 s per step.
 """
