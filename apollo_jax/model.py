@@ -141,9 +141,14 @@ def depthwise_time_conv(padded: jnp.ndarray, kernel: jnp.ndarray, bias: jnp.ndar
   Returns:
     (streams, frames, bands, features) with ``out[t] = sum_j kernel[j] padded[t + j] + bias``.
   """
+  return _correlate(padded, kernel) + bias
+
+
+def _correlate(x: jnp.ndarray, kernel: jnp.ndarray) -> jnp.ndarray:
+  """``out[t] = sum_j kernel[j] x[t + j]`` over axis 1: (streams, n, ...) -> (streams, n - taps + 1, ...)."""
   taps = kernel.shape[0]
-  frames = padded.shape[1] - taps + 1
-  return sum(padded[:, j:j + frames] * kernel[j] for j in range(taps)) + bias
+  frames = x.shape[1] - taps + 1
+  return sum(x[:, j:j + frames] * kernel[j] for j in range(taps))
 
 
 def _depthwise_time_conv_fwd(padded, kernel, bias):
@@ -159,7 +164,7 @@ def _depthwise_time_conv_bwd(residuals, g):
   taps = kernel.shape[0]
   frames = g.shape[1]
   g_full = jnp.pad(g, ((0, 0), (taps - 1, taps - 1), (0, 0), (0, 0)))
-  d_padded = sum(g_full[:, taps - 1 - j:taps - 1 - j + padded.shape[1]] * kernel[j] for j in range(taps))
+  d_padded = _correlate(g_full, kernel[::-1])
   d_kernel = jnp.stack([jnp.sum(padded[:, j:j + frames] * g, axis=(0, 1, 2)) for j in range(taps)])
   return d_padded, d_kernel, jnp.sum(g, axis=(0, 1, 2))
 
