@@ -15,6 +15,10 @@ from __future__ import annotations
 import argparse
 import sys
 
+if __name__ == "__main__":  # before jax is imported: the restart replaces this process
+  from apollo_jax.data import heap
+  heap.restart_with_huge_pages()  # XLA's per-call buffers on 2 MiB pages (see heap.py)
+
 from apollo_jax import compile_cache
 from apollo_jax.evaluation import metrics
 from apollo_jax.evaluation.evaluate import EvalError, EvalOptions, run
@@ -81,6 +85,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-  from apollo_jax.data import heap
-  heap.restart_with_huge_pages()  # XLA's per-call buffers on 2 MiB pages (see heap.py)
   sys.exit(main())

@@ -29,3 +29,14 @@ def test_restart_keeps_the_arguments_and_sets_the_tunable():
                        env=env, check=True).stdout
   expected = "glibc.malloc.hugetlb=1" if heap.huge_pages_env(env) else "None"
   assert out.strip() == f"{expected} ['x', '--y']"
+
+
+@pytest.mark.parametrize("script", ["train.py", "eval.py"])
+def test_scripts_restart_before_importing_jax(script):
+  # The restart replaces the process (same sys.orig_argv, so -X importtime stays on): jax
+  # imported before it would be imported twice, ~2 s per launch.
+  root = os.path.join(os.path.dirname(__file__), "..")
+  env = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}
+  err = subprocess.run([sys.executable, "-X", "importtime", script, "--help"], cwd=root, env=env,
+                       capture_output=True, text=True).stderr  # absl's --help exits 1
+  assert sum(line.split("|")[-1].strip() == "jax" for line in err.splitlines()) <= 1
