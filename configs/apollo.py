@@ -7,8 +7,8 @@ Paper setup (SPEC.md "Losses", paper III-B) on your stems; 8 devices, batch 1 ea
 
 Variants (``configs/apollo.py:VARIANT``):
   demo    small residual model on the built-in demo corpus (soundfont-rendered when
-          FluidSynth is installed); 600 steps, about 22 minutes on 2 idle CPU cores
-          (about 2.1 s/step; README "The demo run").
+          FluidSynth is installed); 600 steps, about 13 minutes on 2 idle CPU cores
+          (about 1.1 s/step; README "The demo run").
   demo_long  the demo at twice the width and depth for 1,500 steps (100 minutes on 2 CPU
           cores, about 3.7 s/step; README "The demo run").
   causal  the paper model with causal time convolutions, for streaming.
