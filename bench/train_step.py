@@ -59,7 +59,7 @@ from apollo_jax.gan.losses import feature_matching_loss, lsgan_d_loss, lsgan_g_l
 from apollo_jax.training import (TrainConfig, create_train_state, make_mesh,  # noqa: E402
                                  make_train_step, shard_batch)
 from apollo_jax.training.state import make_optimizers  # noqa: E402
-from apollo_jax.training.step import step_discriminator  # noqa: E402
+from apollo_jax.training.step import step_compiler_options, step_discriminator  # noqa: E402
 
 REFBENCH = pathlib.Path(__file__).resolve().parents[2] / "shared" / "refbench" / "bench_ref.py"
 
@@ -98,10 +98,11 @@ def largest_buffers(n: int) -> list[str]:
   return [f"{size:>10}  {shapes[:110]}" for size, shapes in rows[:n]]
 
 
-def timed(fn, *args, repeats: int) -> tuple[float, float, list[float]]:
-  """(compile seconds, median seconds, all times) of ``jax.jit(fn)(*args)``."""
+def timed(fn, *args, repeats: int, options=None) -> tuple[float, float, list[float]]:
+  """(compile seconds, median seconds, all times) of ``jax.jit(fn)(*args)`` compiled with
+  the XLA ``options``."""
   t0 = time.perf_counter()
-  compiled = jax.jit(fn).lower(*args).compile()
+  compiled = jax.jit(fn, compiler_options=options).lower(*args).compile()
   compile_s = time.perf_counter() - t0
   jax.block_until_ready(compiled(*args))
   times = []
@@ -163,8 +164,9 @@ def breakdown(gen_cfg: ApolloConfig, cfg: TrainConfig, state, target, degraded, 
       ("G update: D pass fwd+bwd (input)", g_update_pass, (variables, pairs, spectra)),
       ("optimiser updates (G and D)", optimisers, (state,)),
   ]
+  options = step_compiler_options(make_mesh())  # as the step is compiled
   for name, fn, args in parts:
-    compile_s, median, _ = timed(fn, *args, repeats=repeats)
+    compile_s, median, _ = timed(fn, *args, repeats=repeats, options=options)
     yield name, compile_s, median
 
 

@@ -5,10 +5,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from apollo_jax.gan.discriminator import Discriminator
+from apollo_jax.gan.discriminator import Discriminator, _conv_forward
 from apollo_jax.training import (TrainConfig, create_train_state, default_train_config,
                                  lr_schedule, make_mesh, make_optimizers, make_train_step,
                                  shard_batch, train_step_fn)
+from apollo_jax.training.step import step_compiler_options
 from tests.conftest import TINY, TINY_WINDOWS
 
 CFG = TrainConfig(windows=TINY_WINDOWS, steps_per_epoch=3)
@@ -175,6 +176,21 @@ def test_d_hidden_sets_the_discriminator_width_of_state_and_step(mesh):
   new_state, _ = jax.eval_shape(train_step_fn(TINY, cfg), state, batch)
   assert jax.tree.map(lambda a: a.shape, new_state.disc_params) == jax.tree.map(
       lambda a: a.shape, state.disc_params)
+
+
+def test_cpu_step_leaves_convolutions_to_xla(mesh):
+  """On CPU the step is compiled with YNNPACK for matmuls only (README "What the step
+  costs"): XLA accepts the option, and a convolution compiled with it is XLA's own, where
+  the default makes it a YNNPACK fusion. If a jax upgrade changes this, re-measure."""
+  options = step_compiler_options(mesh)
+  assert options == {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"}
+  x = jax.ShapeDtypeStruct((1, 16, 16, 32), jnp.float32)
+  k = jax.ShapeDtypeStruct((3, 3, 32, 64), jnp.float32)
+  conv = lambda x, k: _conv_forward(x, k, 1)
+  default = jax.jit(conv).lower(x, k).compile().as_text()
+  ours = jax.jit(conv, compiler_options=options).lower(x, k).compile().as_text()
+  assert "ynn_fusion" in default
+  assert "ynn_fusion" not in ours and "convolution(" in ours
 
 
 @pytest.mark.slow  # ~10 s: a real orbax save and two restores of the whole state
