@@ -192,9 +192,9 @@ def step_compiler_options(mesh: Mesh) -> dict[str, str] | None:
   """XLA options the step is compiled with: on CPU, YNNPACK for the matmuls only, so that the
   discriminator's convolutions (and reductions) run as XLA:CPU's own kernels.
 
-  Measured with in-process A/Bs on 2 CPU cores (README "What the step costs"): demo step
-  0.96x, 64/2 3 s 0.935x, paper 1 s 1.01x (within the noise), smaller temporaries
-  everywhere, compile 8-16 s longer. None elsewhere.
+  Measured with in-process A/Bs on 2 CPU cores, both orders (README "What the step costs"):
+  the step 2-3 % faster (demo, paper 1 s), ~5 % at 64/2, smaller temporaries everywhere,
+  the compile 3-16 s longer. None elsewhere.
   """
   if mesh.devices.flat[0].platform != "cpu":
     return None
