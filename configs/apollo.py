@@ -59,12 +59,6 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     c.model.feature_dim = 32
     c.model.num_layers = 1
     c.model.residual = True
-    # Two heads of 16 features instead of the published eight (of 4 at this width): the
-    # attention's elementwise work scales with the heads, and at this width it was most of
-    # the generator's time; with 4x larger row chunks the step is 8-12 % shorter at the same
-    # held-out quality (README "The demo's attention heads").
-    c.model.num_heads = 2
-    c.model.chunk_rows = 32
     c.train.spectral_norm_updates_per_step = 1
     # A discriminator of half the published width: D is most of a small generator's step
     # (bench/train_step.py --demo --breakdown), and halving it halves the step.
@@ -91,12 +85,17 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
       # twice as wide and twice as deep, 1,500 steps (100 minutes on 2 CPU cores).
       c.model.feature_dim = 64
       c.model.num_layers = 2
-      c.model.num_heads = 8
-      c.model.chunk_rows = -1
       c.num_steps = 1500
       c.train.steps_per_epoch = 1000
       c.val_every = 500
       c.checkpoint_every = 250
+    else:
+      # Two heads of 16 features instead of the published eight (of 4 at this width): the
+      # attention's elementwise work scales with the heads, and at this width it was most of
+      # the generator's time; with 4x larger row chunks the step is 8-12 % shorter at the
+      # same held-out quality (README "The demo's attention heads").
+      c.model.num_heads = 2
+      c.model.chunk_rows = 32
   elif variant == "causal":
     c.model.causal = True
   elif variant == "finetune":
