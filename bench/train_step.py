@@ -113,8 +113,10 @@ def timed(fn, *args, repeats: int, options=None) -> tuple[float, float, list[flo
   return compile_s, statistics.median(times), times
 
 
-def breakdown(gen_cfg: ApolloConfig, cfg: TrainConfig, state, target, degraded, repeats: int):
-  """Times the parts of the step as separate jitted functions: (name, compile s, median s)."""
+def breakdown(gen_cfg: ApolloConfig, cfg: TrainConfig, state, target, degraded, repeats: int,
+              mesh):
+  """Times the parts of the step as separate jitted functions, compiled with the step's
+  options on ``mesh``: (name, compile s, median s)."""
   gen = Apollo(gen_cfg)
   disc = step_discriminator(gen_cfg, cfg)
   groups = 2 if cfg.spectral_norm_updates_per_step == 4 else 1
@@ -164,7 +166,7 @@ def breakdown(gen_cfg: ApolloConfig, cfg: TrainConfig, state, target, degraded, 
       ("G update: D pass fwd+bwd (input)", g_update_pass, (variables, pairs, spectra)),
       ("optimiser updates (G and D)", optimisers, (state,)),
   ]
-  options = step_compiler_options(make_mesh())  # as the step is compiled
+  options = step_compiler_options(mesh)  # as the step is compiled
   for name, fn, args in parts:
     compile_s, median, _ = timed(fn, *args, repeats=repeats, options=options)
     yield name, compile_s, median
@@ -281,7 +283,8 @@ def main(argv=None) -> None:
     print("parts (separately jitted; compile s, median s):")
     host_state = jax.device_get(state)
     for name, c_s, m_s in breakdown(gen_cfg, cfg, host_state, jnp.asarray(target),
-                                    jnp.asarray(0.9 * target), repeats=max(2, args.steps // 2)):
+                                    jnp.asarray(0.9 * target), repeats=max(2, args.steps // 2),
+                                    mesh=mesh):
       print(f"  {name:40s} compile {c_s:6.1f} s  median {m_s:7.3f} s", flush=True)
   if ref is not None:
     print(f"torch reference: median {ref['median_s']:.3f} s, peak RSS "
