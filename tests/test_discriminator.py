@@ -153,15 +153,41 @@ def test_state_dict_round_trip_and_lightning_prefix(tmp_path):
 
 @pytest.mark.parametrize("stride", [1, 2])
 @pytest.mark.parametrize("hw", [(17, 33), (8, 8), (9, 14), (5, 1)])
-def test_conv_gradients_equal_xla_convolution(stride, hw):
+@pytest.mark.parametrize("channels", [4, 8])
+def test_conv_gradients_equal_xla_convolution(stride, hw, channels):
   """The custom input gradient (forward convolutions; four parities when strided) equals the
-  gradient of lax.conv_general_dilated, for odd and even sizes."""
-  from apollo_jax.gan.discriminator import _conv_forward, conv3x3
+  gradient of lax.conv_general_dilated, for odd and even sizes. With 8 input channels the
+  forward is XLA's convolution itself; with 4 (on CPU) it is the multiply-adds of
+  ``_few_channel_conv``, equal up to float32 rounding; the loss is linear in the output so
+  that the gradients compared do not depend on the forward's rounding."""
+  from apollo_jax.gan.discriminator import FEW_CHANNELS, _conv_forward, conv3x3
   rng = np.random.default_rng(stride)
-  x = jnp.asarray(rng.standard_normal((2, *hw, 4)), jnp.float32)
-  k = jnp.asarray(rng.standard_normal((3, 3, 4, 8)), jnp.float32)
-  ours = jax.grad(lambda x, k: jnp.sum(jnp.sin(conv3x3(x, k, stride))), (0, 1))(x, k)
-  ref = jax.grad(lambda x, k: jnp.sum(jnp.sin(_conv_forward(x, k, stride))), (0, 1))(x, k)
-  np.testing.assert_allclose(conv3x3(x, k, stride), _conv_forward(x, k, stride), rtol=0, atol=0)
+  x = jnp.asarray(rng.standard_normal((2, *hw, channels)), jnp.float32)
+  k = jnp.asarray(rng.standard_normal((3, 3, channels, 8)), jnp.float32)
+  w = jnp.asarray(rng.standard_normal(_conv_forward(x, k, stride).shape), jnp.float32)
+  ours = jax.grad(lambda x, k: jnp.sum(w * conv3x3(x, k, stride)), (0, 1))(x, k)
+  ref = jax.grad(lambda x, k: jnp.sum(w * _conv_forward(x, k, stride)), (0, 1))(x, k)
+  exact = channels > FEW_CHANNELS
+  np.testing.assert_allclose(conv3x3(x, k, stride), _conv_forward(x, k, stride),
+                             rtol=0 if exact else 1e-5, atol=0 if exact else 1e-5)
   for a, b in zip(ours, ref):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_few_channel_conv_is_one_loop_on_cpu():
+  """On CPU a convolution of <= FEW_CHANNELS inputs is multiply-adds inside a loop over the
+  examples (no XLA convolution), with more inputs XLA's convolution; values agree."""
+  from apollo_jax.gan.discriminator import _conv_forward, conv3x3
+  x4 = jax.ShapeDtypeStruct((2, 9, 14, 4), jnp.float32)
+  x8 = jax.ShapeDtypeStruct((2, 9, 14, 8), jnp.float32)
+  k = lambda c: jax.ShapeDtypeStruct((3, 3, c, 8), jnp.float32)
+  few = jax.jit(lambda x, k: conv3x3(x, k, 2)).lower(x4, k(4)).as_text()
+  many = jax.jit(lambda x, k: conv3x3(x, k, 2)).lower(x8, k(8)).as_text()
+  assert "while" in few and "convolution" not in few
+  assert "convolution" in many
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.standard_normal((3, 6, 5, 2)), jnp.float32)
+  kernel = jnp.asarray(rng.standard_normal((3, 3, 2, 3)), jnp.float32)
+  for stride in (1, 2):
+    np.testing.assert_allclose(conv3x3(x, kernel, stride), _conv_forward(x, kernel, stride),
+                               rtol=1e-5, atol=1e-5)

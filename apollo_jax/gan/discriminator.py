@@ -67,6 +67,46 @@ def _conv_forward(x: jnp.ndarray, kernel: jnp.ndarray, stride: int) -> jnp.ndarr
       preferred_element_type=jnp.float32)
 
 
+# Convolutions with at most this many input channels run as multiply-adds on CPU (see _conv).
+FEW_CHANNELS = 4
+
+
+def _few_channel_conv(x: jnp.ndarray, kernel: jnp.ndarray, stride: int) -> jnp.ndarray:
+  """``_conv_forward`` as 9 x ``in`` multiply-adds of shifted maps, one example at a time.
+
+  ``(batch, bins, frames, in) -> (batch, ceil(bins / stride), ceil(frames / stride), out)``,
+  float32. For few input channels XLA:CPU's convolution spends its time gathering 3x3
+  patches pixel by pixel (4-5 GFLOP/s for 4 -> 4 channels); the multiply-adds are one fused
+  loop, ~4x faster. The loop over examples (``lax.map``) keeps them one fusion of their own:
+  without it XLA fuses the multiply-adds into their producers and consumers (the spectrum's
+  transposes), where they ran several times slower than the convolution.
+  """
+  _, height, width, channels = x.shape
+  rows, cols = -(-height // stride), -(-width // stride)
+  x, kernel = x.astype(jnp.float32), kernel.astype(jnp.float32)
+
+  def one(example):  # (bins, frames, in) -> (rows, cols, out)
+    padded = jnp.pad(example, ((1, 1), (1, 1), (0, 0)))
+    out = None
+    for i in range(3):
+      for j in range(3):
+        tap = padded[i:i + stride * (rows - 1) + 1:stride, j:j + stride * (cols - 1) + 1:stride]
+        for c in range(channels):
+          term = tap[:, :, c:c + 1] * kernel[i, j, c]
+          out = term if out is None else out + term
+    return out
+
+  return jax.lax.map(one, x)
+
+
+def _conv(x: jnp.ndarray, kernel: jnp.ndarray, stride: int) -> jnp.ndarray:
+  """``_conv_forward``, or on CPU for at most ``FEW_CHANNELS`` inputs :func:`_few_channel_conv`
+  (demo step 5-10 % faster; README "What the step costs")."""
+  if x.shape[-1] <= FEW_CHANNELS and jax.default_backend() == "cpu":
+    return _few_channel_conv(x, kernel, stride)
+  return _conv_forward(x, kernel, stride)
+
+
 def _strided_input_grad(dy: jnp.ndarray, kernel: jnp.ndarray, height: int, width: int) -> jnp.ndarray:
   """Input gradient of a stride-2 3x3 conv (padding 1) as four stride-1 convolutions.
 
@@ -99,13 +139,14 @@ def conv3x3(x: jnp.ndarray, kernel: jnp.ndarray, stride: int) -> jnp.ndarray:
   writes a strided convolution's input gradient as a convolution of a zero-dilated ``dy``
   (three quarters of its products are with zeros); here it is four small forward
   convolutions, one per (row, column) parity, and a stride-1 input gradient is a forward
-  convolution with the flipped kernel.
+  convolution with the flipped kernel. On CPU, few-channel forward convolutions are
+  multiply-adds (:func:`_conv`): the same values up to float32 rounding.
   """
-  return _conv_forward(x, kernel, stride)
+  return _conv(x, kernel, stride)
 
 
 def _conv3x3_fwd(x, kernel, stride):
-  return _conv_forward(x, kernel, stride), (x, kernel)
+  return _conv(x, kernel, stride), (x, kernel)
 
 
 def _conv3x3_bwd(stride, residuals, dy):
@@ -117,7 +158,7 @@ def _conv3x3_bwd(stride, residuals, dy):
   d_kernel = jax.vjp(lambda k: _conv_forward(x, k, stride), kernel)[1](dy)[0].astype(kernel.dtype)
   if stride == 1:
     flipped = jnp.swapaxes(kernel[::-1, ::-1], 2, 3)  # (3, 3, out, in)
-    d_x = _conv_forward(dy, flipped, 1)
+    d_x = _conv(dy, flipped, 1)
   else:
     d_x = _strided_input_grad(dy, kernel, height, width)
   return d_x.astype(x.dtype), d_kernel
