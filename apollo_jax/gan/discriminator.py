@@ -131,6 +131,35 @@ def _strided_input_grad(dy: jnp.ndarray, kernel: jnp.ndarray, height: int, width
   return d_x[:, :height, :width]
 
 
+def _strided_kernel_grad(x: jnp.ndarray, dy: jnp.ndarray, kernel: jnp.ndarray) -> jnp.ndarray:
+  """Weight gradient of a stride-2 3x3 conv (padding 1) as four stride-1 weight gradients.
+
+  Output row ``r`` reads padded input row ``2r + i`` through kernel row ``i``: rows 0 and 2
+  read the even padded rows (``2 (r + i // 2)``), row 1 the odd ones; the same for columns.
+  Each (row, column) parity of the padded input is then an unstrided VALID correlation with
+  a 2x2, 2x1, 1x2 or 1x1 kernel. XLA:CPU's own strided weight gradient (a convolution with
+  a dilated ``dy``) took about twice as long. ``(3, 3, in, out)`` like ``kernel``, from
+  ``x (batch, bins, frames, in)`` and ``dy (batch, ceil(bins / 2), ceil(frames / 2), out)``.
+  """
+  _, rows, cols, _ = dy.shape
+  padded = jnp.pad(x, ((0, 0), (1, 2 * rows + 1 - x.shape[1]), (1, 2 * cols + 1 - x.shape[2]), (0, 0)))
+  taps = ((0, 2), (1,))  # kernel rows (or columns) that read the even / odd padded rows
+  grad = [[None] * 3 for _ in range(3)]
+  for parity_r, kr in enumerate(taps):
+    for parity_c, kc in enumerate(taps):
+      phase = padded[:, parity_r:parity_r + 2 * (rows + len(kr) - 1):2,
+                     parity_c:parity_c + 2 * (cols + len(kc) - 1):2]
+      sub = jnp.zeros((len(kr), len(kc), *kernel.shape[2:]), kernel.dtype)
+      valid = lambda k: jax.lax.conv_general_dilated(
+          phase, k, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"),
+          preferred_element_type=jnp.float32)
+      g = jax.vjp(valid, sub)[1](dy)[0]
+      for a, i in enumerate(kr):
+        for b, j in enumerate(kc):
+          grad[i][j] = g[a, b]
+  return jnp.stack([jnp.stack(row) for row in grad])
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
 def conv3x3(x: jnp.ndarray, kernel: jnp.ndarray, stride: int) -> jnp.ndarray:
   """3x3 convolution, padding 1, NHWC / HWIO, float32 result: ``(batch, ceil(bins / s), ceil(frames / s), out)``.
@@ -153,15 +182,16 @@ def _conv3x3_bwd(stride, residuals, dy):
   x, kernel = residuals
   height, width = x.shape[1:3]
   dy = dy.astype(x.dtype)
-  # The weight gradient as XLA writes it: measured as fast as a matmul per tap, with a
-  # third of the memory.
-  d_kernel = jax.vjp(lambda k: _conv_forward(x, k, stride), kernel)[1](dy)[0].astype(kernel.dtype)
   if stride == 1:
+    # The weight gradient as XLA writes it: measured as fast as a matmul per tap, with a
+    # third of the memory.
+    d_kernel = jax.vjp(lambda k: _conv_forward(x, k, stride), kernel)[1](dy)[0]
     flipped = jnp.swapaxes(kernel[::-1, ::-1], 2, 3)  # (3, 3, out, in)
     d_x = _conv(dy, flipped, 1)
   else:
+    d_kernel = _strided_kernel_grad(x, dy, kernel)
     d_x = _strided_input_grad(dy, kernel, height, width)
-  return d_x.astype(x.dtype), d_kernel
+  return d_x.astype(x.dtype), d_kernel.astype(kernel.dtype)
 
 
 conv3x3.defvjp(_conv3x3_fwd, _conv3x3_bwd)
