@@ -164,12 +164,13 @@ def _strided_kernel_grad(x: jnp.ndarray, dy: jnp.ndarray, kernel: jnp.ndarray) -
 def conv3x3(x: jnp.ndarray, kernel: jnp.ndarray, stride: int) -> jnp.ndarray:
   """3x3 convolution, padding 1, NHWC / HWIO, float32 result: ``(batch, ceil(bins / s), ceil(frames / s), out)``.
 
-  Same values as ``lax.conv_general_dilated``; only the input gradient differs. XLA:CPU
-  writes a strided convolution's input gradient as a convolution of a zero-dilated ``dy``
-  (three quarters of its products are with zeros); here it is four small forward
-  convolutions, one per (row, column) parity, and a stride-1 input gradient is a forward
-  convolution with the flipped kernel. On CPU, few-channel forward convolutions are
-  multiply-adds (:func:`_conv`): the same values up to float32 rounding.
+  Same values as ``lax.conv_general_dilated`` and its gradients, up to float32 rounding; only
+  how they are computed differs. XLA:CPU writes a strided convolution's input gradient as a
+  convolution of a zero-dilated ``dy`` (three quarters of its products are with zeros); here
+  it is four small forward convolutions, one per (row, column) parity, and a stride-1 input
+  gradient is a forward convolution with the flipped kernel. A strided weight gradient is
+  four unstrided ones (:func:`_strided_kernel_grad`), and on CPU few-channel forward
+  convolutions are multiply-adds (:func:`_conv`).
   """
   return _conv(x, kernel, stride)
 
