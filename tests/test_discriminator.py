@@ -154,24 +154,43 @@ def test_state_dict_round_trip_and_lightning_prefix(tmp_path):
 @pytest.mark.parametrize("stride", [1, 2])
 @pytest.mark.parametrize("hw", [(17, 33), (8, 8), (9, 14), (5, 1)])
 @pytest.mark.parametrize("channels", [4, 8])
-def test_conv_gradients_equal_xla_convolution(stride, hw, channels):
-  """The custom input gradient (forward convolutions; four parities when strided) equals the
-  gradient of lax.conv_general_dilated, for odd and even sizes. With 8 input channels the
-  forward is XLA's convolution itself; with 4 (on CPU) it is the multiply-adds of
+@pytest.mark.parametrize("outputs", [8, 1])
+def test_conv_gradients_equal_xla_convolution(stride, hw, channels, outputs):
+  """The custom input gradient (forward convolutions; four parities when strided) and weight
+  gradient (four parities when strided; one matmul of shifted ``dy`` for one output on CPU)
+  equal the gradients of lax.conv_general_dilated, for odd and even sizes. With 8 input
+  channels the forward is XLA's convolution itself; with 4 (on CPU) it is the multiply-adds of
   ``_few_channel_conv``, equal up to float32 rounding; the loss is linear in the output so
   that the gradients compared do not depend on the forward's rounding."""
   from apollo_jax.gan.discriminator import FEW_CHANNELS, _conv_forward, conv3x3
   rng = np.random.default_rng(stride)
   x = jnp.asarray(rng.standard_normal((2, *hw, channels)), jnp.float32)
-  k = jnp.asarray(rng.standard_normal((3, 3, channels, 8)), jnp.float32)
+  k = jnp.asarray(rng.standard_normal((3, 3, channels, outputs)), jnp.float32)
   w = jnp.asarray(rng.standard_normal(_conv_forward(x, k, stride).shape), jnp.float32)
   ours = jax.grad(lambda x, k: jnp.sum(w * conv3x3(x, k, stride)), (0, 1))(x, k)
   ref = jax.grad(lambda x, k: jnp.sum(w * _conv_forward(x, k, stride)), (0, 1))(x, k)
   exact = channels > FEW_CHANNELS
   np.testing.assert_allclose(conv3x3(x, k, stride), _conv_forward(x, k, stride),
                              rtol=0 if exact else 1e-5, atol=0 if exact else 1e-5)
-  for a, b in zip(ours, ref):
-    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(ours[0], ref[0], rtol=1e-5, atol=1e-5)
+  if outputs == 1 and stride == 1:
+    # One matmul over all positions: float32 sums of ~1,000 products whose rounding is
+    # relative to the gradient's scale (measured 1e-6 of it, XLA's blocked sums 1.5e-7).
+    np.testing.assert_allclose(ours[1], ref[1], atol=1e-5 * float(np.abs(ref[1]).max()))
+  else:
+    np.testing.assert_allclose(ours[1], ref[1], rtol=1e-5, atol=1e-5)
+
+
+def test_one_output_kernel_grad_is_one_matmul_on_cpu():
+  """On CPU the weight gradient of a stride-1 conv with one output feature is a matmul; with
+  more outputs XLA's convolution (the forward's value is unused, so only the gradient is left)."""
+  from apollo_jax.gan.discriminator import conv3x3
+  x = jax.ShapeDtypeStruct((2, 9, 14, 8), jnp.float32)
+  grad = lambda out: jax.jit(jax.grad(lambda k, x: jnp.sum(conv3x3(x, k, 1)))).lower(
+      jax.ShapeDtypeStruct((3, 3, 8, out), jnp.float32), x).as_text()
+  one, many = grad(1), grad(8)
+  assert "stablehlo.convolution" not in one and "stablehlo.dot" in one
+  assert "stablehlo.convolution" in many
 
 
 def test_few_channel_conv_is_one_loop_on_cpu():
