@@ -26,10 +26,61 @@ def torch_uniform(fan_in: int):
   return init
 
 
+def sum_leading(x: jnp.ndarray, kept: int = 1) -> jnp.ndarray:
+  """Sum over all but the last ``kept`` axes: ``(..., *tail) -> tail`` (a parameter's gradient).
+
+  On CPU a matmul with a vector of ones: XLA:CPU splits such sums into windowed partial sums
+  (``reduce-window``) that ran ~4x slower (0.56 against 0.13 ms for ``(32, 80, 128)``).
+  Elsewhere ``jnp.sum``.
+  """
+  lead = x.ndim - kept
+  if jax.default_backend() != "cpu":
+    return jnp.sum(x, axis=tuple(range(lead)))
+  flat = x.reshape(-1, math.prod(x.shape[lead:]))
+  ones = jnp.ones((flat.shape[0],), flat.dtype)
+  return jnp.dot(ones, flat, precision=jax.lax.Precision.HIGHEST).reshape(x.shape[lead:])
+
+
+@jax.custom_vjp
+def add_bias(x: jnp.ndarray, bias: jnp.ndarray) -> jnp.ndarray:
+  """``x + bias``, ``bias`` broadcast over the leading axes; its gradient by :func:`sum_leading`."""
+  return x + bias
+
+
+def _add_bias_fwd(x, bias):
+  return x + bias, (jnp.zeros((), x.dtype), bias)
+
+
+def _add_bias_bwd(residuals, dy):
+  like_x, bias = residuals
+  return dy.astype(like_x.dtype), sum_leading(dy, bias.ndim).astype(bias.dtype)
+
+
+add_bias.defvjp(_add_bias_fwd, _add_bias_bwd)
+
+
+@jax.custom_vjp
+def scale(x: jnp.ndarray, weight: jnp.ndarray) -> jnp.ndarray:
+  """``x * weight``, ``weight`` broadcast over the leading axes; its gradient by :func:`sum_leading`."""
+  return x * weight
+
+
+def _scale_fwd(x, weight):
+  return x * weight, (x, weight)
+
+
+def _scale_bwd(residuals, dy):
+  x, weight = residuals
+  return (dy * weight).astype(x.dtype), sum_leading(x * dy, weight.ndim).astype(weight.dtype)
+
+
+scale.defvjp(_scale_fwd, _scale_bwd)
+
+
 def rms_norm(x: jnp.ndarray, weight: jnp.ndarray) -> jnp.ndarray:
   """RMS norm over the last axis in float32: ``x * rsqrt(mean(x^2) + 1e-5) * weight``."""
   x = x.astype(jnp.float32)
-  return x * jax.lax.rsqrt(jnp.mean(jnp.square(x), axis=-1, keepdims=True) + NORM_EPS) * weight
+  return scale(x * jax.lax.rsqrt(jnp.mean(jnp.square(x), axis=-1, keepdims=True) + NORM_EPS), weight)
 
 
 def einsum(spec: str, a: jnp.ndarray, b: jnp.ndarray, dtype: str) -> jnp.ndarray:

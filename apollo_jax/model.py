@@ -26,8 +26,8 @@ from jax.ad_checkpoint import checkpoint_name
 
 from apollo_jax import spectral
 from apollo_jax.config import ApolloConfig
-from apollo_jax.layers import (apply_rotary, dense, einsum, map_rows, rms_norm, rotary_tables,
-                               torch_uniform)
+from apollo_jax.layers import (add_bias, apply_rotary, dense, einsum, map_rows, rms_norm, rotary_tables,
+                               sum_leading, torch_uniform)
 
 EPS = float(np.finfo(np.float32).eps)
 
@@ -73,8 +73,8 @@ class BandSplit(nn.Module):
     last_bias = self.param("last_bias", torch_uniform(c_last), (f,))
 
     dt = cfg.compute_dtype
-    eq_out = einsum("ntkc,kcf->ntkf", rms_norm(eq_feats, eq_norm), eq_kernel, dt) + eq_bias
-    last_out = dense(rms_norm(last_feats, last_norm), last_kernel, dt) + last_bias
+    eq_out = add_bias(einsum("ntkc,kcf->ntkf", rms_norm(eq_feats, eq_norm), eq_kernel, dt), eq_bias)
+    last_out = add_bias(dense(rms_norm(last_feats, last_norm), last_kernel, dt), last_bias)
     return jnp.concatenate([eq_out, last_out[:, :, None, :]], axis=2)
 
 
@@ -165,8 +165,8 @@ def _depthwise_time_conv_bwd(residuals, g):
   frames = g.shape[1]
   g_full = jnp.pad(g, ((0, 0), (taps - 1, taps - 1), (0, 0), (0, 0)))
   d_padded = _correlate(g_full, kernel[::-1])
-  d_kernel = jnp.stack([jnp.sum(padded[:, j:j + frames] * g, axis=(0, 1, 2)) for j in range(taps)])
-  return d_padded, d_kernel, jnp.sum(g, axis=(0, 1, 2))
+  d_kernel = jnp.stack([sum_leading(padded[:, j:j + frames] * g) for j in range(taps)])
+  return d_padded, d_kernel, sum_leading(g)
 
 
 depthwise_time_conv.defvjp(_depthwise_time_conv_fwd, _depthwise_time_conv_bwd)
@@ -209,8 +209,8 @@ class TemporalUnit(nn.Module):
 
     def pointwise(y):  # (..., features), position-wise.
       # Saved for the backward pass (see map_rows): then no matmul of the unit is recomputed.
-      y = checkpoint_name(dense(rms_norm(y, self.norm), self.pw1_kernel, dt) + self.pw1_bias, "tcn_pw1")
-      return dense(jax.nn.silu(y), self.pw2_kernel, dt) + self.pw2_bias
+      y = checkpoint_name(add_bias(dense(rms_norm(y, self.norm), self.pw1_kernel, dt), self.pw1_bias), "tcn_pw1")
+      return add_bias(dense(jax.nn.silu(y), self.pw2_kernel, dt), self.pw2_bias)
 
     return padded[:, left:left + frames] + map_rows(pointwise, y, self.cfg.chunk_rows,
                                                     self.cfg.remat, save=("tcn_pw1",))
@@ -258,9 +258,9 @@ class BandMerge(nn.Module):
     last_kernel = self.param("last_kernel", init, (f, 4 * last))
     last_bias = self.param("last_bias", init, (4 * last,))
 
-    eq = einsum("ntkf,kfc->ntkc", rms_norm(x[:, :, :n_eq], eq_norm), eq_kernel, dt) + eq_bias
+    eq = add_bias(einsum("ntkf,kfc->ntkc", rms_norm(x[:, :, :n_eq], eq_norm), eq_kernel, dt), eq_bias)
     eq = nn.glu(eq, axis=-1)  # (streams, frames, n_eq, 2 bw)
-    tail = nn.glu(dense(rms_norm(x[:, :, n_eq], last_norm), last_kernel, dt) + last_bias, axis=-1)
+    tail = nn.glu(add_bias(dense(rms_norm(x[:, :, n_eq], last_norm), last_kernel, dt), last_bias), axis=-1)
     batch, frames = x.shape[:2]
     real = jnp.concatenate([eq[..., :bw].reshape(batch, frames, n_eq * bw), tail[..., :last]], -1)
     imag = jnp.concatenate([eq[..., bw:].reshape(batch, frames, n_eq * bw), tail[..., last:]], -1)

@@ -150,3 +150,29 @@ def test_depthwise_time_conv_gradients_equal_autodiffs():
   np.testing.assert_allclose(np.asarray(ours[0]), np.asarray(ref[0]), rtol=1e-6, atol=1e-6)
   for a, b in zip(ours[1](ct), ref[1](ct)):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("kept", [1, 2])
+def test_parameter_gradients_by_sum_leading_equal_autodiffs(kept):
+  """``add_bias`` and ``scale`` (RMS norm's weight) give autodiff's gradients of ``x + b`` and
+  ``x * w``; their parameter gradients are sums over the leading axes, on CPU one matmul with
+  ones (a dot in the compiled gradient, no reduce-window)."""
+  from apollo_jax.layers import add_bias, scale, sum_leading
+  rng = np.random.default_rng(kept)
+  x = jnp.asarray(rng.standard_normal((3, 40, 6, 8)), jnp.float32)
+  p = jnp.asarray(rng.standard_normal(x.shape[4 - kept:]), jnp.float32)
+  ct = jnp.asarray(rng.standard_normal(x.shape), jnp.float32)
+  lead = tuple(range(4 - kept))
+  x64, ct64 = np.asarray(x, np.float64), np.asarray(ct, np.float64)
+  for ours, plain, terms in ((add_bias, lambda x, p: x + p, ct64),
+                             (scale, lambda x, p: x * p, x64 * ct64)):
+    out, vjp = jax.vjp(ours, x, p)
+    ref_out, ref_vjp = jax.vjp(plain, x, p)
+    np.testing.assert_array_equal(np.asarray(out), np.asarray(ref_out))
+    (dx, dp), (ref_dx, _) = vjp(ct), ref_vjp(ct)
+    np.testing.assert_allclose(np.asarray(dx), np.asarray(ref_dx), rtol=1e-6, atol=1e-6)
+    # Against the float64 sum, within float32 rounding of the summed magnitudes (measured 4e-8).
+    np.testing.assert_array_less(np.abs(np.asarray(dp) - terms.sum(axis=lead)),
+                                 1e-6 * np.abs(terms).sum(axis=lead))
+  hlo = jax.jit(jax.grad(lambda p: jnp.sum(add_bias(x, p) ** 2))).lower(p).as_text()
+  assert ("dot" in hlo) == (jax.default_backend() == "cpu")

@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from apollo_jax.spectral import multi_stft
-from apollo_jax.layers import torch_uniform
+from apollo_jax.layers import add_bias, torch_uniform
 
 WINDOWS = (32, 64, 128, 256, 512, 1024, 2048)
 EPS = float(np.finfo(np.float32).eps)  # input power normalisation
@@ -252,7 +252,7 @@ class Conv(nn.Module):
       # conv(x, W / sigma) = conv(x, W) / sigma: one conv serves every sub-batch.
       inv_sigma = 1.0 / self._sigmas(kernel, train, groups)  # (groups,)
       y = y * jnp.tile(inv_sigma, x.shape[0] // inv_sigma.shape[0])[:, None, None, None]
-    return y + bias
+    return add_bias(y, bias)
 
   def _sigmas(self, kernel: jnp.ndarray, train: bool, groups: int) -> jnp.ndarray:
     """Largest singular value estimates ``u . (W v)``: ``(groups,)`` when training (one
