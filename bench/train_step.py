@@ -84,6 +84,20 @@ def cpu_pressure_us() -> int | None:
     return None
 
 
+def matmul_gflops(n: int = 2048, repeats: int = 10) -> float:
+  """GFLOP/s of a plain ``n x n`` float32 matmul (median of ``repeats``): this machine's speed
+  at the moment, printed beside the step times because it drifts between and within sittings."""
+  a = jnp.ones((n, n), jnp.float32)
+  f = jax.jit(lambda a: a @ a)
+  f(a).block_until_ready()
+  times = []
+  for _ in range(repeats):
+    t0 = time.perf_counter()
+    f(a).block_until_ready()
+    times.append(time.perf_counter() - t0)
+  return 2 * n ** 3 / statistics.median(times) / 1e9
+
+
 def largest_buffers(n: int) -> list[str]:
   """The ``n`` largest allocations of the compiled step (XLA's memory-usage report)."""
   reports = sorted(glob.glob(os.path.join(_DUMP, "*jit_step*memory-usage-report.txt")),
@@ -262,6 +276,7 @@ def main(argv=None) -> None:
 
   state, metrics = compiled(state, batch)  # warm-up
   jax.block_until_ready(metrics)
+  speed_before = matmul_gflops()
   times = []
   psi0, wall0 = cpu_pressure_us(), time.perf_counter()
   for _ in range(args.steps):
@@ -270,6 +285,7 @@ def main(argv=None) -> None:
     jax.block_until_ready(metrics)
     times.append(time.perf_counter() - t0)
   psi1, wall1 = cpu_pressure_us(), time.perf_counter()
+  speed_after = matmul_gflops()
   pressure = (psi1 - psi0) / 1e6 / (wall1 - wall0) if psi0 is not None else float("nan")
   med = statistics.median(times)
   audio_s = args.batch * samples / gen_cfg.sample_rate
@@ -277,6 +293,8 @@ def main(argv=None) -> None:
   print(f"throughput: {audio_s / med:.3f} s of audio trained per second")
   print(f"peak RSS: {peak_rss_gb():.2f} GB")
   print(f"cpu pressure during the steps: {pressure:.3f} (fraction of time some task waited)")
+  print(f"machine speed: 2048^2 float32 matmul at {speed_before:.0f} GFLOP/s before the steps, "
+        f"{speed_after:.0f} after")
   print(f"loss_g {float(metrics['loss_g']):.4f} loss_d {float(metrics['loss_d']):.4f}", flush=True)
 
   if args.breakdown:
