@@ -1,8 +1,9 @@
 """Layers shared by the generator and the discriminator.
 
-PyTorch-style initialisation, RMS norm, matmuls in the compute dtype with float32 results,
-interleaved rotary position tables, and :func:`map_rows` (position-wise layers applied in
-row chunks). Moved out of :mod:`apollo_jax.model` unchanged.
+PyTorch-style initialisation, RMS norm, bias addition and scaling whose parameter gradients
+are sums over the leading axes (:func:`sum_leading`), matmuls in the compute dtype with
+float32 results, interleaved rotary position tables, and :func:`map_rows` (position-wise
+layers applied in row chunks).
 """
 
 from __future__ import annotations
