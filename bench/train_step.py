@@ -85,17 +85,11 @@ def cpu_pressure_us() -> int | None:
 
 
 def matmul_gflops(n: int = 2048, repeats: int = 10) -> float:
-  """GFLOP/s of a plain ``n x n`` float32 matmul (median of ``repeats``): this machine's speed
-  at the moment, printed beside the step times because it drifts between and within sittings."""
-  a = jnp.ones((n, n), jnp.float32)
-  f = jax.jit(lambda a: a @ a)
-  f(a).block_until_ready()
-  times = []
-  for _ in range(repeats):
-    t0 = time.perf_counter()
-    f(a).block_until_ready()
-    times.append(time.perf_counter() - t0)
-  return 2 * n ** 3 / statistics.median(times) / 1e9
+  """GFLOP/s of a plain ``n x n`` float32 matmul (median of ``repeats``, see :func:`timed`):
+  this machine's speed at the moment, printed beside the step times because it drifts
+  between and within sittings."""
+  median_s = timed(lambda a: a @ a, jnp.ones((n, n), jnp.float32), repeats=repeats)[1]
+  return 2 * n ** 3 / median_s / 1e9
 
 
 def largest_buffers(n: int) -> list[str]:
