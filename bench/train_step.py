@@ -9,7 +9,11 @@ One configuration per run (so peak RSS is its own). Examples, as in the README:
   python bench/train_step.py --feature-dim 64 --layers 2 --seconds 3 --breakdown
 
 Prints: XLA's memory analysis of the compiled step (argument, output, temp bytes) and its
-largest buffers (XLA's buffer assignment), the compile time, the median step time, the peak
+largest buffers (XLA's buffer assignment), the compile time, the step's matmul work (FLOPs of
+its dots and convolutions, loops counted by trip count: ``apollo_jax.training.flops``), the
+median step time, the rate of that work as a fraction of the device's peak (dense bf16 from
+the data sheet on known GPUs/TPUs, ``--peak-tflops`` to give one; on CPU the measured
+2048^2 float32 matmul rate), the peak device memory where the backend reports it, the peak
 RSS of the process and the machine's CPU pressure over the timed steps (/proc/pressure/cpu:
 above ~0.05 other work was competing and the times are not clean). ``--breakdown`` also
 times the parts of the step as separate jitted functions (G forward, G forward+backward,
@@ -58,6 +62,7 @@ from apollo_jax.spectral import multi_stft  # noqa: E402
 from apollo_jax.gan.losses import feature_matching_loss, lsgan_d_loss, lsgan_g_loss  # noqa: E402
 from apollo_jax.training import (TrainConfig, create_train_state, make_mesh,  # noqa: E402
                                  make_train_step, shard_batch)
+from apollo_jax.training.flops import bf16_peak_tflops, matmul_flops  # noqa: E402
 from apollo_jax.training.state import make_optimizers  # noqa: E402
 from apollo_jax.training.step import step_compiler_options, step_discriminator  # noqa: E402
 
@@ -215,6 +220,9 @@ def main(argv=None) -> None:
   p.add_argument("--torch-ref", help="checkout of the published code: time its step too")
   p.add_argument("--torch-python", default=sys.executable, help="python with torch (refbench)")
   p.add_argument("--torch-jemalloc", help="libjemalloc.so path: the 'tuned' reference")
+  p.add_argument("--peak-tflops", type=float,
+                 help="the device's matmul peak for the utilisation line (default: dense bf16 "
+                      "of known GPUs/TPUs; on CPU the measured float32 matmul rate)")
   args = p.parse_args(argv)
 
   if args.demo:
@@ -255,8 +263,11 @@ def main(argv=None) -> None:
         f"compute_dtype={args.compute_dtype} sn_updates={args.sn_updates} d_hidden={cfg.d_hidden}",
         flush=True)
   t0 = time.perf_counter()
-  compiled = step.lower(state, batch).compile()
+  traced = step.trace(state, batch)
+  compiled = traced.lower().compile()
   compile_s = time.perf_counter() - t0
+  flops, loops = matmul_flops(traced.jaxpr)
+  xla_flops = (compiled.cost_analysis() or {}).get("flops", float("nan"))
   heap.release_freed_memory()  # as train.py does before its first step
   mem = compiled.memory_analysis()
   gib = lambda b: f"{b / 2 ** 30:.2f} GiB"
@@ -267,6 +278,9 @@ def main(argv=None) -> None:
           f"{gib(mem.output_size_in_bytes)}, temp {gib(mem.temp_size_in_bytes)}")
   for row in largest_buffers(args.buffers):
     print(f"  buffer {row}")
+  print(f"work: {flops / 1e12:.4g} TFLOP per step in dots and convolutions (loops by trip "
+        f"count{f'; {loops} while loops counted once' if loops else ''}); XLA's cost analysis "
+        f"{xla_flops / 1e12:.4g} TFLOP (all ops, each loop body once)")
 
   state, metrics = compiled(state, batch)  # warm-up
   jax.block_until_ready(metrics)
@@ -285,6 +299,22 @@ def main(argv=None) -> None:
   audio_s = args.batch * samples / gen_cfg.sample_rate
   print(f"step: median {med:.3f} s over {len(times)} (min {min(times):.3f}, max {max(times):.3f})")
   print(f"throughput: {audio_s / med:.3f} s of audio trained per second")
+  kind = jax.devices()[0].device_kind
+  if args.peak_tflops:
+    peak, of = args.peak_tflops, f"the given peak, {args.peak_tflops:g} TFLOP/s"
+  elif jax.default_backend() == "cpu":
+    peak = (speed_before + speed_after) / 2 / 1e3
+    of = "this machine's 2048^2 float32 matmul rate (below)"
+  else:
+    peak = bf16_peak_tflops(kind)
+    of = f"the {kind}'s dense bf16 peak, {peak:g} TFLOP/s" if peak else ""
+  rate = flops / jax.device_count() / med / 1e12
+  print(f"work rate: {rate:.4g} TFLOP/s per device"
+        + (f", {100 * rate / peak:.1f} % of {of}" if peak else
+           f" (peak of {kind!r} unknown: --peak-tflops)"))
+  stats = jax.local_devices()[0].memory_stats()
+  if stats and "peak_bytes_in_use" in stats:
+    print(f"peak device memory: {gib(stats['peak_bytes_in_use'])} (device 0)")
   print(f"peak RSS: {peak_rss_gb():.2f} GB")
   print(f"cpu pressure during the steps: {pressure:.3f} (fraction of time some task waited)")
   print(f"machine speed: 2048^2 float32 matmul at {speed_before:.0f} GFLOP/s before the steps, "
