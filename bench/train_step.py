@@ -300,16 +300,18 @@ def main(argv=None) -> None:
   print(f"step: median {med:.3f} s over {len(times)} (min {min(times):.3f}, max {max(times):.3f})")
   print(f"throughput: {audio_s / med:.3f} s of audio trained per second")
   kind = jax.devices()[0].device_kind
+  # Per device on accelerators; on CPU the whole machine (fake devices share its cores).
+  cpu = jax.default_backend() == "cpu"
   if args.peak_tflops:
     peak, of = args.peak_tflops, f"the given peak, {args.peak_tflops:g} TFLOP/s"
-  elif jax.default_backend() == "cpu":
+  elif cpu:
     peak = (speed_before + speed_after) / 2 / 1e3
     of = "this machine's 2048^2 float32 matmul rate (below)"
   else:
     peak = bf16_peak_tflops(kind)
     of = f"the {kind}'s dense bf16 peak, {peak:g} TFLOP/s" if peak else ""
-  rate = flops / jax.device_count() / med / 1e12
-  print(f"work rate: {rate:.4g} TFLOP/s per device"
+  rate = flops / (1 if cpu else jax.device_count()) / med / 1e12
+  print(f"work rate: {rate:.4g} TFLOP/s{'' if cpu else ' per device'}"
         + (f", {100 * rate / peak:.1f} % of {of}" if peak else
            f" (peak of {kind!r} unknown: --peak-tflops)"))
   stats = jax.local_devices()[0].memory_stats()
