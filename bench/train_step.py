@@ -20,7 +20,11 @@ times the parts of the step as separate jitted functions (G forward, G forward+b
 the STFTs of the losses and D, the D update's pass, the G update's D pass, the optimiser
 updates); compiling them takes a few minutes more. With ``--torch-ref DIR`` the published
 PyTorch step is timed in the same sitting by ``../shared/refbench/bench_ref.py`` (run with
-``--torch-python``) and the ratio printed.
+``--torch-python``) and the ratio printed. This machine's speed drifts by 10-20 % from one
+minute to the next, so with ``--rounds N`` the two alternate N times (the published step's
+runs, then ``--steps`` of ours, and again), each round's ratio is printed and the ratio
+reported is their geometric mean; the published step's peak RSS is the first round's (run
+while this process is still small).
 
 Random audio and random weights: the step's cost does not depend on the values.
 """
@@ -207,7 +211,10 @@ def main(argv=None) -> None:
   p.add_argument("--layers", type=int, default=6)
   p.add_argument("--seconds", type=float, default=3.0, help="segment length")
   p.add_argument("--batch", type=int, default=1, help="global batch (divisible by devices)")
-  p.add_argument("--steps", type=int, default=5, help="timed steps after one warm-up step")
+  p.add_argument("--steps", type=int, default=5, help="timed steps after one warm-up step "
+                 "(per round)")
+  p.add_argument("--rounds", type=int, default=1,
+                 help="with --torch-ref: alternate the published step and ours this many times")
   p.add_argument("--remat", action="store_true", help="ApolloConfig.remat (training memory)")
   p.add_argument("--chunk-rows", type=int, default=-1, help="ApolloConfig.chunk_rows")
   p.add_argument("--compute-dtype", default="float32", choices=("float32", "bfloat16"))
@@ -224,6 +231,10 @@ def main(argv=None) -> None:
                  help="the device's matmul peak for the utilisation line (default: dense bf16 "
                       "of known GPUs/TPUs; on CPU the measured float32 matmul rate)")
   args = p.parse_args(argv)
+  if args.rounds < 1 or args.steps < 1:
+    p.error("--rounds and --steps must be at least 1")
+  if args.rounds > 1 and not args.torch_ref:
+    p.error("--rounds alternates with the published step: give --torch-ref")
 
   if args.demo:
     sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
@@ -248,6 +259,8 @@ def main(argv=None) -> None:
   # The reference first, while this process is small: a child's peak RSS (ru_maxrss)
   # starts from the pages it shared with its parent.
   ref = torch_reference(args) if args.torch_ref else None
+  if ref is None:
+    args.rounds = 1
   mesh = make_mesh()
   samples = int(round(args.seconds * gen_cfg.sample_rate))
   rng = np.random.default_rng(0)
@@ -285,16 +298,33 @@ def main(argv=None) -> None:
   state, metrics = compiled(state, batch)  # warm-up
   jax.block_until_ready(metrics)
   speed_before = matmul_gflops()
-  times = []
-  psi0, wall0 = cpu_pressure_us(), time.perf_counter()
-  for _ in range(args.steps):
-    t0 = time.perf_counter()
-    state, metrics = compiled(state, batch)
-    jax.block_until_ready(metrics)
-    times.append(time.perf_counter() - t0)
-  psi1, wall1 = cpu_pressure_us(), time.perf_counter()
+  times, round_ratios = [], []
+  waited_s = wall_s = 0.0
+  for r in range(args.rounds):
+    if r:  # The published step again, right before this round's steps of ours.
+      ref_r = torch_reference(args)
+      if ref_r is None:
+        break
+      state, metrics = compiled(state, batch)  # warm-up again, as the published step has one
+      jax.block_until_ready(metrics)
+    round_times = []
+    psi0, wall0 = cpu_pressure_us(), time.perf_counter()
+    for _ in range(args.steps):
+      t0 = time.perf_counter()
+      state, metrics = compiled(state, batch)
+      jax.block_until_ready(metrics)
+      round_times.append(time.perf_counter() - t0)
+    psi1, wall1 = cpu_pressure_us(), time.perf_counter()
+    times += round_times
+    wall_s += wall1 - wall0
+    waited_s += (psi1 - psi0) / 1e6 if psi0 is not None else float("nan")
+    if args.rounds > 1:
+      ref_med = (ref if r == 0 else ref_r)["median_s"]
+      round_ratios.append(statistics.median(round_times) / ref_med)
+      print(f"round {r + 1}: ours median {statistics.median(round_times):.3f} s, published "
+            f"{ref_med:.3f} s, ratio {round_ratios[-1]:.3f}", flush=True)
   speed_after = matmul_gflops()
-  pressure = (psi1 - psi0) / 1e6 / (wall1 - wall0) if psi0 is not None else float("nan")
+  pressure = waited_s / wall_s
   med = statistics.median(times)
   audio_s = args.batch * samples / gen_cfg.sample_rate
   print(f"step: median {med:.3f} s over {len(times)} (min {min(times):.3f}, max {max(times):.3f})")
@@ -333,8 +363,11 @@ def main(argv=None) -> None:
   if ref is not None:
     print(f"torch reference: median {ref['median_s']:.3f} s, peak RSS "
           f"{ref['peak_rss_mib'] / 1024:.2f} GB, cpu pressure {ref.get('cpu_pressure_some_frac')}")
-    print(f"ratio apollo-jax / torch: time {med / ref['median_s']:.2f}, "
-          f"memory {peak_rss_gb() / (ref['peak_rss_mib'] / 1024):.2f}")
+    time_ratio = (statistics.geometric_mean(round_ratios) if round_ratios
+                  else med / ref['median_s'])
+    print(f"ratio apollo-jax / torch: time {time_ratio:.2f}"
+          + (f" (geometric mean of {len(round_ratios)} alternated rounds)" if round_ratios else "")
+          + f", memory {peak_rss_gb() / (ref['peak_rss_mib'] / 1024):.2f}")
 
 
 if __name__ == "__main__":
