@@ -1,0 +1,35 @@
+"""bench/blocks.py (a block's parts, ours against the published modules) at a tiny size."""
+
+import importlib.util
+import pathlib
+
+import pytest
+
+BLOCKS = pathlib.Path(__file__).resolve().parents[1] / "bench" / "blocks.py"
+
+
+def load_blocks():
+  spec = importlib.util.spec_from_file_location("bench_blocks", BLOCKS)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)  # not __main__: no restart for huge pages
+  return module
+
+
+def test_times_both_parts_forward_and_backward(capsys):
+  load_blocks().main(["--feature-dim", "16", "--seconds", "0.1", "--runs", "1"])
+  out = capsys.readouterr().out
+  assert "block input (streams, frames, bands, features) = (2, 11, 80, 16)" in out
+  rows = [l for l in out.splitlines() if " ours " in l]
+  assert len(rows) == 4 and all("cores)" in r for r in rows)
+  assert sum("band transformer" in r for r in rows) == 2 and sum("TCN unit" in r for r in rows) == 2
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--rounds", "2"], "give --torch-ref"),
+    (["--runs", "0"], "must be at least 1"),
+    (["--seconds", "0.001"], "shorter than half an STFT window"),
+])
+def test_refuses_bad_flags(argv, message, capsys):
+  with pytest.raises(SystemExit) as e:
+    load_blocks().main(argv)
+  assert e.value.code == 2 and message in capsys.readouterr().err
