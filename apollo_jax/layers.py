@@ -134,9 +134,10 @@ def map_rows(fn, x: jnp.ndarray, rows: int, remat: bool = False,
   Under differentiation a chunked ``fn`` is rematerialised chunk by chunk: it saves its
   input and the values it tagged with ``jax.ad_checkpoint.checkpoint_name`` under a name in
   ``save``; the backward pass recomputes the rest of the chunk where it needs it, in cache.
-  Saving the outputs of the widest matmuls spares most of the recomputed matmul work (which
-  otherwise is a quarter of the gradient's) for ~1.9 GiB more temporaries at paper size,
-  1 s of stereo (XLA's memory analysis of the step). With ``remat`` nothing but the input is
+  What to save is measured, not assumed: a TCN unit keeps its first matmul's output (its
+  gradient then recomputes no matmul); the band transformer keeps nothing, since stacking its
+  8x-wide MLP activation chunk by chunk and reading it back cost more than the matmul it
+  spares (README "What the step costs"). With ``remat`` nothing but the input is
   saved (``save`` is ignored), chunked or not: training memory then no longer grows with
   the MLP and attention widths.
   """

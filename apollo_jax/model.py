@@ -113,8 +113,7 @@ class BandRoformer(nn.Module):
       weights = jax.nn.softmax(logits, axis=-1)
       att = einsum("...hqk,...khd->...qhd", weights, v, dt)
       x = x + dense(att.reshape(*lead, bands, f), out_kernel, dt)
-      # Saved for the backward pass (see map_rows): recomputing it is the block's widest matmul.
-      hidden = checkpoint_name(dense(rms_norm(x, mlp_norm), mlp_in, dt), "band_mlp_in")
+      hidden = dense(rms_norm(x, mlp_norm), mlp_in, dt)
       gate, z = jnp.split(jax.nn.silu(hidden), 2, axis=-1)
       return x + dense(jax.nn.silu(gate) * z, mlp_out, dt), weights
 
@@ -122,7 +121,10 @@ class BandRoformer(nn.Module):
       out, weights = rows(x)
       self.sow("intermediates", "attention", weights)
       return out
-    return map_rows(lambda r: rows(r)[0], x, cfg.chunk_rows, cfg.remat, save=("band_mlp_in",))
+    # The backward pass recomputes the whole chunk, the MLP's widest matmul too: keeping that
+    # matmul's output (8x the features) cost more in stacking and reloading it than it saved
+    # (train step 3-5 % slower at every width measured; README "What the step costs").
+    return map_rows(lambda r: rows(r)[0], x, cfg.chunk_rows, cfg.remat)
 
 
 def time_conv_left_pad(cfg: ApolloConfig) -> int:
