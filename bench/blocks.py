@@ -44,6 +44,7 @@ from apollo_jax import ApolloConfig  # noqa: E402
 from apollo_jax.model import BandRoformer, TemporalUnit  # noqa: E402
 from apollo_jax.training import make_mesh  # noqa: E402
 from apollo_jax.training.step import step_compiler_options  # noqa: E402
+from _machine import cpu_pressure_us  # noqa: E402  (bench/ is the script's directory)
 
 TORCH_SIDE = pathlib.Path(__file__).with_name("_blocks_torch.py")
 PARTS = ("band transformer", "TCN unit")
@@ -61,15 +62,6 @@ def block_shape(cfg: ApolloConfig, batch: int, channels: int, seconds: float) ->
 def cpu_seconds() -> float:
   r = resource.getrusage(resource.RUSAGE_SELF)
   return r.ru_utime + r.ru_stime
-
-
-def cpu_pressure_us() -> int | None:
-  """Machine-wide 'some' CPU stall time in microseconds (PSI), or None."""
-  try:
-    with open("/proc/pressure/cpu") as f:
-      return int(f.readline().split("total=")[1])
-  except (OSError, ValueError, IndexError):
-    return None
 
 
 def compile_parts(cfg: ApolloConfig, shape: tuple[int, ...]) -> dict:

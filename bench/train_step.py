@@ -69,6 +69,7 @@ from apollo_jax.training import (TrainConfig, create_train_state, make_mesh,  # 
 from apollo_jax.training.flops import bf16_peak_tflops, matmul_flops  # noqa: E402
 from apollo_jax.training.state import make_optimizers  # noqa: E402
 from apollo_jax.training.step import step_compiler_options, step_discriminator  # noqa: E402
+from _machine import cpu_pressure_us  # noqa: E402  (bench/ is the script's directory)
 
 REFBENCH = pathlib.Path(__file__).resolve().parents[2] / "shared" / "refbench" / "bench_ref.py"
 
@@ -82,15 +83,6 @@ def rss_gb() -> float:
   """The process's resident memory now (VmRSS)."""
   with open("/proc/self/status") as f:
     return next(int(l.split()[1]) for l in f if l.startswith("VmRSS:")) / 2 ** 20
-
-
-def cpu_pressure_us() -> int | None:
-  """Machine-wide 'some' CPU stall time in microseconds (PSI), or None."""
-  try:
-    with open("/proc/pressure/cpu") as f:
-      return int(f.readline().split("total=")[1])
-  except (OSError, ValueError, IndexError):
-    return None
 
 
 def matmul_gflops(n: int = 2048, repeats: int = 10) -> float:

@@ -2,6 +2,7 @@
 
 import importlib.util
 import pathlib
+import sys
 
 import pytest
 
@@ -9,6 +10,8 @@ BLOCKS = pathlib.Path(__file__).resolve().parents[1] / "bench" / "blocks.py"
 
 
 def load_blocks():
+  if str(BLOCKS.parent) not in sys.path:  # as when run as a script: its helpers beside it
+    sys.path.insert(0, str(BLOCKS.parent))
   spec = importlib.util.spec_from_file_location("bench_blocks", BLOCKS)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)  # not __main__: no restart for huge pages
