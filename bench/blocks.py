@@ -21,13 +21,11 @@ cost does not depend on the values.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import pathlib
 import resource
 import statistics
-import subprocess
 import sys
 import time
 
@@ -44,7 +42,7 @@ from apollo_jax import ApolloConfig  # noqa: E402
 from apollo_jax.model import BandRoformer, TemporalUnit  # noqa: E402
 from apollo_jax.training import make_mesh  # noqa: E402
 from apollo_jax.training.step import step_compiler_options  # noqa: E402
-from _machine import cpu_pressure_us  # noqa: E402  (bench/ is the script's directory)
+from _common import cpu_pressure_us, run_published  # noqa: E402  (bench/ is the script's directory)
 
 TORCH_SIDE = pathlib.Path(__file__).with_name("_blocks_torch.py")
 PARTS = ("band transformer", "TCN unit")
@@ -106,14 +104,9 @@ def time_published(args, shape: tuple[int, ...]) -> dict | None:
          str(streams), "--frames", str(frames), "--bands", str(bands), "--features",
          str(features), "--heads", str(args.heads), "--kernel", str(args.tcn_kernel),
          "--runs", str(args.runs), "--threads", str(os.cpu_count())]
-  env = heap.env_before_restart(os.environ)  # the published modules with their own malloc
-  if args.torch_jemalloc:
-    env.update(LD_PRELOAD=args.torch_jemalloc, MALLOC_CONF="dirty_decay_ms:-1,muzzy_decay_ms:-1")
-  out = subprocess.run(cmd, capture_output=True, text=True, env=env)
-  if out.returncode != 0:
-    print(f"torch reference failed:\n{out.stderr[-2000:]}")
+  rows = run_published(cmd, args.torch_jemalloc)
+  if rows is None:
     return None
-  rows = json.loads(out.stdout.strip().splitlines()[-1])
   return {(r["part"], r["mode"]): r["median_s"] for r in rows}
 
 

@@ -35,13 +35,11 @@ import argparse
 import atexit
 import dataclasses
 import glob
-import json
 import os
 import pathlib
 import resource
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -69,7 +67,7 @@ from apollo_jax.training import (TrainConfig, create_train_state, make_mesh,  # 
 from apollo_jax.training.flops import bf16_peak_tflops, matmul_flops  # noqa: E402
 from apollo_jax.training.state import make_optimizers  # noqa: E402
 from apollo_jax.training.step import step_compiler_options, step_discriminator  # noqa: E402
-from _machine import cpu_pressure_us  # noqa: E402  (bench/ is the script's directory)
+from _common import cpu_pressure_us, run_published  # noqa: E402  (bench/ is the script's directory)
 
 REFBENCH = pathlib.Path(__file__).resolve().parents[2] / "shared" / "refbench" / "bench_ref.py"
 
@@ -187,14 +185,7 @@ def torch_reference(args) -> dict | None:
          "--feature-dim", str(args.feature_dim), "--layer", str(args.layers),
          "--seconds", str(args.seconds), "--batch", str(args.batch), "--threads",
          str(os.cpu_count()), "--runs", str(max(2, min(args.steps, 3)))]
-  env = heap.env_before_restart(os.environ)  # the published step with its own malloc
-  if args.torch_jemalloc:
-    env.update(LD_PRELOAD=args.torch_jemalloc, MALLOC_CONF="dirty_decay_ms:-1,muzzy_decay_ms:-1")
-  out = subprocess.run(cmd, capture_output=True, text=True, env=env)
-  if out.returncode != 0:
-    print(f"torch reference failed:\n{out.stderr[-2000:]}")
-    return None
-  return json.loads(out.stdout.strip().splitlines()[-1])
+  return run_published(cmd, args.torch_jemalloc)
 
 
 def main(argv=None) -> None:
