@@ -58,6 +58,7 @@ def block_shape(cfg: ApolloConfig, batch: int, channels: int, seconds: float) ->
 
 
 def cpu_seconds() -> float:
+  """CPU time of this process so far, user and kernel: over wall time, the cores kept busy."""
   r = resource.getrusage(resource.RUSAGE_SELF)
   return r.ru_utime + r.ru_stime
 
