@@ -98,12 +98,12 @@ def time_ours(compiled: dict, runs: int) -> tuple[dict, dict, float | None]:
   return medians, cores, pressure
 
 
-def time_published(args, shape: tuple[int, ...]) -> dict | None:
+def time_published(args, cfg: ApolloConfig, shape: tuple[int, ...]) -> dict | None:
   """{(part, mode): median s} of the published modules, or None (the error printed)."""
   streams, frames, bands, features = shape
   cmd = [args.torch_python, str(TORCH_SIDE), "--ref-dir", args.torch_ref, "--streams",
          str(streams), "--frames", str(frames), "--bands", str(bands), "--features",
-         str(features), "--heads", str(args.heads), "--kernel", str(args.tcn_kernel),
+         str(features), "--heads", str(cfg.num_heads), "--kernel", str(cfg.tcn_kernel),
          "--runs", str(args.runs), "--threads", str(os.cpu_count())]
   rows = run_published(cmd, args.torch_jemalloc)
   if rows is None:
@@ -130,7 +130,6 @@ def main(argv=None) -> None:
   if args.rounds > 1 and not args.torch_ref:
     p.error("--rounds alternates with the published modules: give --torch-ref")
   cfg = ApolloConfig(feature_dim=args.feature_dim, chunk_rows=args.chunk_rows)
-  args.heads, args.tcn_kernel = cfg.num_heads, cfg.tcn_kernel
   try:
     shape = block_shape(cfg, args.batch, args.channels, args.seconds)
   except ValueError as e:
@@ -142,7 +141,7 @@ def main(argv=None) -> None:
 
   ratios = {key: [] for key in compiled}
   for r in range(1, args.rounds + 1):
-    ref = time_published(args, shape) if args.torch_ref else None
+    ref = time_published(args, cfg, shape) if args.torch_ref else None
     ours, cores, pressure = time_ours(compiled, args.runs)
     label = f"round {r}: " if args.torch_ref and args.rounds > 1 else ""
     pressure_text = "n/a" if pressure is None else f"{pressure:.3f}"
@@ -153,6 +152,8 @@ def main(argv=None) -> None:
         ratios[key].append(ours[key] / ref[key])
         line += f"  published {ref[key] * 1e3:7.1f} ms  ratio {ratios[key][-1]:.3f}"
       print(line)
+    if args.torch_ref and ref is None:  # its error is printed; ours stand alone
+      break
   if args.torch_ref and all(ratios.values()):
     for key, rs in ratios.items():
       geo = math.exp(statistics.fmean(math.log(x) for x in rs))
