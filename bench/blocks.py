@@ -14,8 +14,8 @@ checkout by ``../shared/refbench/_apollo_ref.py``, in the torch venv ``--torch-p
 threads) are timed on the same shapes, and the two alternate ``--rounds`` times (this
 machine's speed drifts between minutes): each round prints its ratios, the last lines their
 geometric means. Also printed: the cores our parts keep busy (process CPU time over wall
-time) and the machine's CPU pressure over our timed calls. Random inputs and weights: the
-cost does not depend on the values.
+time) and the machine's CPU pressure and steal over our timed calls. Random inputs and
+weights: the cost does not depend on the values.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ from apollo_jax import ApolloConfig  # noqa: E402
 from apollo_jax.model import BandRoformer, TemporalUnit  # noqa: E402
 from apollo_jax.training import make_mesh  # noqa: E402
 from apollo_jax.training.step import step_compiler_options  # noqa: E402
-from _common import cpu_pressure_us, run_published  # noqa: E402  (bench/ is the script's directory)
+from _common import cpu_pressure_us, cpu_steal_s, run_published  # noqa: E402  (bench/ is the script's directory)
 
 TORCH_SIDE = pathlib.Path(__file__).with_name("_blocks_torch.py")
 PARTS = ("band transformer", "TCN unit")
@@ -80,10 +80,11 @@ def compile_parts(cfg: ApolloConfig, shape: tuple[int, ...]) -> dict:
   return out
 
 
-def time_ours(compiled: dict, runs: int) -> tuple[dict, dict, float | None]:
-  """({(part, mode): median s}, {(part, mode): cores busy}, CPU pressure over the calls)."""
+def time_ours(compiled: dict, runs: int) -> tuple[dict, dict, str]:
+  """({(part, mode): median s}, {(part, mode): cores busy}, the CPU pressure and steal over
+  the calls as text)."""
   medians, cores = {}, {}
-  psi0, wall0 = cpu_pressure_us(), time.perf_counter()
+  psi0, steal0, wall0 = cpu_pressure_us(), cpu_steal_s(), time.perf_counter()
   for key, (fn, args) in compiled.items():
     jax.block_until_ready(fn(*args))
     times, c0, t0 = [], cpu_seconds(), time.perf_counter()
@@ -93,9 +94,11 @@ def time_ours(compiled: dict, runs: int) -> tuple[dict, dict, float | None]:
       times.append(time.perf_counter() - t)
     cores[key] = (cpu_seconds() - c0) / (time.perf_counter() - t0)
     medians[key] = statistics.median(times)
-  psi1, wall1 = cpu_pressure_us(), time.perf_counter()
-  pressure = None if psi0 is None or psi1 is None else (psi1 - psi0) / 1e6 / (wall1 - wall0)
-  return medians, cores, pressure
+  psi1, steal1, wall1 = cpu_pressure_us(), cpu_steal_s(), time.perf_counter()
+  wall = wall1 - wall0
+  pressure = "n/a" if psi0 is None or psi1 is None else f"{(psi1 - psi0) / 1e6 / wall:.3f}"
+  steal = "n/a" if steal0 is None or steal1 is None else f"{(steal1 - steal0) / wall:.3f}"
+  return medians, cores, f"cpu pressure during our calls {pressure}, cpu steal {steal}"
 
 
 def time_published(args, cfg: ApolloConfig, shape: tuple[int, ...]) -> dict | None:
@@ -142,10 +145,9 @@ def main(argv=None) -> None:
   ratios = {key: [] for key in compiled}
   for r in range(1, args.rounds + 1):
     ref = time_published(args, cfg, shape) if args.torch_ref else None
-    ours, cores, pressure = time_ours(compiled, args.runs)
+    ours, cores, load = time_ours(compiled, args.runs)
     label = f"round {r}: " if args.torch_ref and args.rounds > 1 else ""
-    pressure_text = "n/a" if pressure is None else f"{pressure:.3f}"
-    print(f"{label}cpu pressure during our calls {pressure_text}")
+    print(f"{label}{load}")
     for key in compiled:
       line = f"{label}{key[0]:16s} {key[1]:16s} ours {ours[key] * 1e3:7.1f} ms ({cores[key]:.2f} cores)"
       if ref is not None:

@@ -1,6 +1,7 @@
 """bench/blocks.py (a block's parts, ours against the published modules) at a tiny size."""
 
 import importlib.util
+import os
 import pathlib
 import sys
 
@@ -36,3 +37,14 @@ def test_refuses_bad_flags(argv, message, capsys):
   with pytest.raises(SystemExit) as e:
     load_blocks().main(argv)
   assert e.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_cpu_steal_reads_the_cpu_line():
+  load_blocks()  # puts bench/ on the path
+  from _common import cpu_steal_s  # noqa: E402 (bench/ is on the path now)
+  tick = os.sysconf("SC_CLK_TCK")
+  assert cpu_steal_s(f"cpu  2482634 8 238834 2936057 8071 0 980 {3 * tick} 0 0\ncpu0 1 2 3\n") == 3.0
+  assert cpu_steal_s("intr 1 2 3 4 5 6 7 8 9") is None
+  assert cpu_steal_s("cpu 1 2 3") is None  # a kernel too old to report steal
+  live = cpu_steal_s()
+  assert live is None or live >= 0
