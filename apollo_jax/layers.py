@@ -135,9 +135,9 @@ def map_rows(fn, x: jnp.ndarray, rows: int, remat: bool = False,
   input and the values it tagged with ``jax.ad_checkpoint.checkpoint_name`` under a name in
   ``save``; the backward pass recomputes the rest of the chunk where it needs it, in cache.
   What to save is measured, not assumed: a TCN unit keeps its first matmul's output (its
-  gradient then recomputes no matmul); the band transformer keeps nothing, since stacking its
-  8x-wide MLP activation chunk by chunk and reading it back cost more than the matmul it
-  spares (README "What the step costs"). With ``remat`` nothing but the input is
+  gradient then recomputes no matmul); the band transformer keeps nothing, since keeping its
+  matmuls' outputs made the step no faster and its memory bigger (README "What the step
+  costs"). With ``remat`` nothing but the input is
   saved (``save`` is ignored), chunked or not: training memory then no longer grows with
   the MLP and attention widths.
   """

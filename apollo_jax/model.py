@@ -121,9 +121,9 @@ class BandRoformer(nn.Module):
       out, weights = rows(x)
       self.sow("intermediates", "attention", weights)
       return out
-    # The backward pass recomputes the whole chunk, the MLP's widest matmul too: keeping that
-    # matmul's output (8x the features) cost more in stacking and reloading it than it saved
-    # (train step 3-5 % slower at every width measured; README "What the step costs").
+    # The backward pass recomputes the whole chunk, its matmuls too: keeping their outputs
+    # made the step no faster, each variant timed in its own process, and cost 1.2 GiB at
+    # paper width, 1 s (README "What the step costs", "Process by process").
     return map_rows(lambda r: rows(r)[0], x, cfg.chunk_rows, cfg.remat)
 
 
