@@ -27,7 +27,8 @@ def cpu_steal_s(stat: str | None = None) -> float | None:
   (``steal`` of /proc/stat's ``cpu`` line, summed over CPUs), or None where not reported.
 
   PSI (:func:`cpu_pressure_us`) does not see it: on a shared host a quiet guest's step was
-  18-20 s with ~1 s of steal per step and 15 s without, at the same pressure (0.01).
+  18-20 s with up to 1.4 s of steal per step and 15-16 s with ~0.1 s, at the same pressure
+  (0.01).
   ``stat``: the text of /proc/stat (read when None).
   """
   try:

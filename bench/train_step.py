@@ -37,6 +37,7 @@ import argparse
 import atexit
 import dataclasses
 import glob
+import math
 import os
 import pathlib
 import resource
@@ -303,11 +304,12 @@ def main(argv=None) -> None:
     times += round_times
     wall_s += wall1 - wall0
     waited_s += (psi1 - psi0) / 1e6 if psi0 is not None else float("nan")
-    stolen_s += steal1 - steal0 if steal0 is not None else float("nan")
+    stolen_s += steal1 - steal0 if steal0 is not None and steal1 is not None else float("nan")
     if rounds > 1:
       ref_med = refs[r]["median_s"]
       round_ratios.append(statistics.median(round_times) / ref_med)
-      steal = "" if steal0 is None else f" (cpu steal {(steal1 - steal0) / (wall1 - wall0):.3f})"
+      steal = ("" if steal0 is None or steal1 is None
+               else f" (cpu steal {(steal1 - steal0) / (wall1 - wall0):.3f})")
       print(f"round {r + 1}: ours median {statistics.median(round_times):.3f} s, published "
             f"{ref_med:.3f} s, ratio {round_ratios[-1]:.3f}{steal}", flush=True)
   speed_after = matmul_gflops()
@@ -336,8 +338,9 @@ def main(argv=None) -> None:
     print(f"peak device memory: {gib(stats['peak_bytes_in_use'])} (device 0)")
   print(f"peak RSS: {peak_rss_gb():.2f} GB")
   print(f"cpu pressure during the steps: {pressure:.3f} (fraction of time some task waited)")
-  print(f"cpu steal during the steps: {stolen_s / wall_s:.3f} (CPU-seconds per second the "
-        f"hypervisor ran other guests, of {os.cpu_count()} CPUs)")
+  steal = "n/a (no steal in /proc/stat)" if math.isnan(stolen_s) else f"{stolen_s / wall_s:.3f}"
+  print(f"cpu steal during the steps: {steal} (CPU-seconds per second the hypervisor ran other "
+        f"guests, of {os.cpu_count()} CPUs)")
   print(f"machine speed: 2048^2 float32 matmul at {speed_before:.0f} GFLOP/s before the steps, "
         f"{speed_after:.0f} after")
   print(f"loss_g {float(metrics['loss_g']):.4f} loss_d {float(metrics['loss_d']):.4f}", flush=True)
