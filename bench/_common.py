@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
+import time
 
 from apollo_jax.data import heap
 
@@ -39,6 +41,43 @@ def cpu_steal_s(stat: str | None = None) -> float | None:
     return int(fields[8]) / os.sysconf("SC_CLK_TCK") if fields[0] == "cpu" else None
   except (OSError, ValueError, IndexError):
     return None
+
+
+@dataclasses.dataclass(frozen=True)
+class Load:
+  """The machine's CPU load over timed spans: seconds some task waited for a CPU (PSI),
+  CPU-seconds run for other guests (steal), wall seconds. None: not reported here.
+
+  ``mark = Load.mark()`` before a span, ``Load.since(mark)`` after it; spans add up (``+``).
+  """
+  waited_s: float | None
+  stolen_s: float | None
+  wall_s: float
+
+  @staticmethod
+  def mark() -> tuple[int | None, float | None, float]:
+    return cpu_pressure_us(), cpu_steal_s(), time.perf_counter()
+
+  @classmethod
+  def since(cls, mark: tuple[int | None, float | None, float]) -> "Load":
+    psi0, steal0, wall0 = mark
+    psi1, steal1, wall1 = cls.mark()
+    return cls(None if psi0 is None or psi1 is None else (psi1 - psi0) / 1e6,
+               None if steal0 is None or steal1 is None else steal1 - steal0, wall1 - wall0)
+
+  def __add__(self, other: "Load") -> "Load":
+    def add(a, b):
+      return None if a is None or b is None else a + b
+    return Load(add(self.waited_s, other.waited_s), add(self.stolen_s, other.stolen_s),
+                self.wall_s + other.wall_s)
+
+  def pressure(self) -> str:
+    """Fraction of the wall time some task waited for a CPU (above ~0.05: not clean)."""
+    return "n/a" if self.waited_s is None else f"{self.waited_s / self.wall_s:.3f}"
+
+  def steal(self) -> str:
+    """CPU-seconds per wall second the hypervisor ran other guests (above ~0.02: not clean)."""
+    return "n/a" if self.stolen_s is None else f"{self.stolen_s / self.wall_s:.3f}"
 
 
 def run_published(cmd: list[str], jemalloc: str | None):

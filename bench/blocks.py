@@ -42,7 +42,7 @@ from apollo_jax import ApolloConfig  # noqa: E402
 from apollo_jax.model import BandRoformer, TemporalUnit  # noqa: E402
 from apollo_jax.training import make_mesh  # noqa: E402
 from apollo_jax.training.step import step_compiler_options  # noqa: E402
-from _common import cpu_pressure_us, cpu_steal_s, run_published  # noqa: E402  (bench/ is the script's directory)
+from _common import Load, run_published  # noqa: E402  (bench/ is the script's directory)
 
 TORCH_SIDE = pathlib.Path(__file__).with_name("_blocks_torch.py")
 PARTS = ("band transformer", "TCN unit")
@@ -84,7 +84,7 @@ def time_ours(compiled: dict, runs: int) -> tuple[dict, dict, str]:
   """({(part, mode): median s}, {(part, mode): cores busy}, the CPU pressure and steal over
   the calls as text)."""
   medians, cores = {}, {}
-  psi0, steal0, wall0 = cpu_pressure_us(), cpu_steal_s(), time.perf_counter()
+  mark = Load.mark()
   for key, (fn, args) in compiled.items():
     jax.block_until_ready(fn(*args))
     times, c0, t0 = [], cpu_seconds(), time.perf_counter()
@@ -94,11 +94,8 @@ def time_ours(compiled: dict, runs: int) -> tuple[dict, dict, str]:
       times.append(time.perf_counter() - t)
     cores[key] = (cpu_seconds() - c0) / (time.perf_counter() - t0)
     medians[key] = statistics.median(times)
-  psi1, steal1, wall1 = cpu_pressure_us(), cpu_steal_s(), time.perf_counter()
-  wall = wall1 - wall0
-  pressure = "n/a" if psi0 is None or psi1 is None else f"{(psi1 - psi0) / 1e6 / wall:.3f}"
-  steal = "n/a" if steal0 is None or steal1 is None else f"{(steal1 - steal0) / wall:.3f}"
-  return medians, cores, f"cpu pressure during our calls {pressure}, cpu steal {steal}"
+  load = Load.since(mark)
+  return medians, cores, f"cpu pressure during our calls {load.pressure()}, cpu steal {load.steal()}"
 
 
 def time_published(args, cfg: ApolloConfig, shape: tuple[int, ...]) -> dict | None:

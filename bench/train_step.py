@@ -37,7 +37,6 @@ import argparse
 import atexit
 import dataclasses
 import glob
-import math
 import os
 import pathlib
 import resource
@@ -70,7 +69,7 @@ from apollo_jax.training import (TrainConfig, create_train_state, make_mesh,  # 
 from apollo_jax.training.flops import bf16_peak_tflops, matmul_flops  # noqa: E402
 from apollo_jax.training.state import make_optimizers  # noqa: E402
 from apollo_jax.training.step import step_compiler_options, step_discriminator  # noqa: E402
-from _common import cpu_pressure_us, cpu_steal_s, run_published  # noqa: E402  (bench/ is the script's directory)
+from _common import Load, run_published  # noqa: E402  (bench/ is the script's directory)
 
 REFBENCH = pathlib.Path(__file__).resolve().parents[2] / "shared" / "refbench" / "bench_ref.py"
 
@@ -285,7 +284,7 @@ def main(argv=None) -> None:
   jax.block_until_ready(metrics)
   speed_before = matmul_gflops()
   times, round_ratios = [], []
-  waited_s = wall_s = stolen_s = 0.0
+  load = Load(0.0, 0.0, 0.0)
   for r in range(rounds):
     if r:  # The published step again, right before this round's steps of ours.
       refs.append(torch_reference(args))
@@ -294,26 +293,22 @@ def main(argv=None) -> None:
       state, metrics = compiled(state, batch)  # warm-up again, as the published step has one
       jax.block_until_ready(metrics)
     round_times = []
-    psi0, steal0, wall0 = cpu_pressure_us(), cpu_steal_s(), time.perf_counter()
+    mark = Load.mark()
     for _ in range(args.steps):
       t0 = time.perf_counter()
       state, metrics = compiled(state, batch)
       jax.block_until_ready(metrics)
       round_times.append(time.perf_counter() - t0)
-    psi1, steal1, wall1 = cpu_pressure_us(), cpu_steal_s(), time.perf_counter()
+    round_load = Load.since(mark)
     times += round_times
-    wall_s += wall1 - wall0
-    waited_s += (psi1 - psi0) / 1e6 if psi0 is not None else float("nan")
-    stolen_s += steal1 - steal0 if steal0 is not None and steal1 is not None else float("nan")
+    load += round_load
     if rounds > 1:
       ref_med = refs[r]["median_s"]
       round_ratios.append(statistics.median(round_times) / ref_med)
-      steal = ("" if steal0 is None or steal1 is None
-               else f" (cpu steal {(steal1 - steal0) / (wall1 - wall0):.3f})")
+      steal = "" if round_load.stolen_s is None else f" (cpu steal {round_load.steal()})"
       print(f"round {r + 1}: ours median {statistics.median(round_times):.3f} s, published "
             f"{ref_med:.3f} s, ratio {round_ratios[-1]:.3f}{steal}", flush=True)
   speed_after = matmul_gflops()
-  pressure = waited_s / wall_s
   med = statistics.median(times)
   audio_s = args.batch * samples / gen_cfg.sample_rate
   print(f"step: median {med:.3f} s over {len(times)} (min {min(times):.3f}, max {max(times):.3f})")
@@ -337,10 +332,9 @@ def main(argv=None) -> None:
   if stats and "peak_bytes_in_use" in stats:
     print(f"peak device memory: {gib(stats['peak_bytes_in_use'])} (device 0)")
   print(f"peak RSS: {peak_rss_gb():.2f} GB")
-  print(f"cpu pressure during the steps: {pressure:.3f} (fraction of time some task waited)")
-  steal = "n/a (no steal in /proc/stat)" if math.isnan(stolen_s) else f"{stolen_s / wall_s:.3f}"
-  print(f"cpu steal during the steps: {steal} (CPU-seconds per second the hypervisor ran other "
-        f"guests, of {os.cpu_count()} CPUs)")
+  print(f"cpu pressure during the steps: {load.pressure()} (fraction of time some task waited)")
+  print(f"cpu steal during the steps: {load.steal()} (CPU-seconds per second the hypervisor ran "
+        f"other guests, of {os.cpu_count()} CPUs)")
   print(f"machine speed: 2048^2 float32 matmul at {speed_before:.0f} GFLOP/s before the steps, "
         f"{speed_after:.0f} after")
   print(f"loss_g {float(metrics['loss_g']):.4f} loss_d {float(metrics['loss_d']):.4f}", flush=True)

@@ -48,3 +48,13 @@ def test_cpu_steal_reads_the_cpu_line():
   assert cpu_steal_s("cpu 1 2 3") is None  # a kernel too old to report steal
   live = cpu_steal_s()
   assert live is None or live >= 0
+
+
+def test_load_spans_add_up_and_say_when_not_reported():
+  load_blocks()  # puts bench/ on the path
+  from _common import Load  # noqa: E402 (bench/ is on the path now)
+  spans = Load(0.1, 0.02, 1.0) + Load(0.3, 0.0, 3.0)
+  assert (spans.pressure(), spans.steal()) == ("0.100", "0.005")
+  assert (Load(None, None, 2.0) + spans).steal() == "n/a"
+  live = Load.since(Load.mark())
+  assert live.wall_s >= 0 and live.pressure() and live.steal()
