@@ -210,3 +210,25 @@ def test_few_channel_conv_is_one_loop_on_cpu():
   for stride in (1, 2):
     np.testing.assert_allclose(conv3x3(x, kernel, stride), _conv_forward(x, kernel, stride),
                                rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("outputs", [8, 1])
+def test_conv_gradients_in_bfloat16(stride, outputs):
+  """With bfloat16 inputs (``compute_dtype="bfloat16"``, the GPU/TPU setting) the float32
+  result's cotangent is taken to bfloat16 for the weight gradient, whose products are then
+  bfloat16 like its input gradient's; both match the float32 gradients to bfloat16 precision.
+  (The weight gradient once asked its VJP for a bfloat16 cotangent of a float32 result and
+  the bfloat16 training step did not trace.)"""
+  from apollo_jax.gan.discriminator import conv3x3
+  rng = np.random.default_rng(stride)
+  x = jnp.asarray(rng.standard_normal((2, 9, 14, 8)), jnp.float32)
+  k = jnp.asarray(rng.standard_normal((3, 3, 8, outputs)), jnp.float32)
+  w = jnp.asarray(rng.standard_normal(conv3x3(x, k, stride).shape), jnp.float32)
+  loss = lambda x, k: jnp.sum(w * conv3x3(x, k, stride))
+  ref = jax.grad(loss, (0, 1))(x, k)
+  bf16 = jax.grad(loss, (0, 1))(x.astype(jnp.bfloat16), k.astype(jnp.bfloat16))
+  for ours, want in zip(bf16, ref):
+    assert ours.dtype == jnp.bfloat16
+    np.testing.assert_allclose(np.asarray(ours, np.float32), want,
+                               atol=2e-2 * float(np.abs(want).max()))

@@ -95,6 +95,23 @@ def test_published_mode_advances_u_v_four_times(mesh, step4):
 
 
 @pytest.mark.slow
+def test_bfloat16_step_tracks_the_float32_step(mesh, step4):
+  """``compute_dtype="bfloat16"`` (the GPU/TPU setting; both networks' matmul inputs) runs
+  the whole step, and its losses and gradient norms are the float32 step's to bfloat16
+  precision (the same state and batch)."""
+  import dataclasses
+  bf16 = dataclasses.replace(TINY, compute_dtype="bfloat16")
+  batch = shard_batch(make_batch(), mesh)
+  _, want = step4(fresh_state(mesh), batch)
+  _, got = make_train_step(bf16, CFG, mesh)(fresh_state(mesh), batch)
+  want, got = host(want), host(got)
+  for key in ("loss_d", "loss_g", "loss_g_rec", "grad_norm_d", "grad_norm_g"):
+    assert np.isfinite(got[key]), key
+    np.testing.assert_allclose(got[key], want[key], rtol=5e-2, err_msg=key)
+  assert int(got["nonfinite_g"]) == 0 and int(got["nonfinite_d"]) == 0
+
+
+@pytest.mark.slow
 def test_cheap_mode_advances_u_v_once(mesh):
   cfg = TrainConfig(windows=CFG.windows, spectral_norm_updates_per_step=1)
   state = fresh_state(mesh, cfg, seed=3)

@@ -61,10 +61,14 @@ def _random_unit(key: jax.Array, n: int) -> jnp.ndarray:
   return _l2_normalize(jax.random.normal(key, (n,), jnp.float32))
 
 
-def _conv_forward(x: jnp.ndarray, kernel: jnp.ndarray, stride: int) -> jnp.ndarray:
+def _conv_forward(x: jnp.ndarray, kernel: jnp.ndarray, stride: int,
+                  result_dtype: jnp.dtype | None = jnp.float32) -> jnp.ndarray:
+  """``result_dtype=None``: the inputs' dtype, for the functions whose VJP gives a weight
+  gradient (their cotangent is ``dy`` in the inputs' dtype: bfloat16 products, like torch
+  autocast's)."""
   return jax.lax.conv_general_dilated(
       x, kernel, (stride, stride), ((1, 1), (1, 1)), dimension_numbers=("NHWC", "HWIO", "NHWC"),
-      preferred_element_type=jnp.float32)
+      preferred_element_type=result_dtype)
 
 
 # Convolutions with at most this many input channels run as multiply-adds on CPU (see _conv).
@@ -133,7 +137,7 @@ def _kernel_grad(x: jnp.ndarray, dy: jnp.ndarray, kernel: jnp.ndarray) -> jnp.nd
   third of the memory), or on CPU for one output :func:`_one_output_kernel_grad`."""
   if kernel.shape[-1] == 1 and jax.default_backend() == "cpu":
     return _one_output_kernel_grad(x, dy).astype(kernel.dtype)
-  return jax.vjp(lambda k: _conv_forward(x, k, 1), kernel)[1](dy)[0]
+  return jax.vjp(lambda k: _conv_forward(x, k, 1, None), kernel)[1](dy)[0]
 
 
 def _strided_input_grad(dy: jnp.ndarray, kernel: jnp.ndarray, height: int, width: int) -> jnp.ndarray:
@@ -179,9 +183,8 @@ def _strided_kernel_grad(x: jnp.ndarray, dy: jnp.ndarray, kernel: jnp.ndarray) -
       phase = padded[:, parity_r:parity_r + 2 * (rows + len(kr) - 1):2,
                      parity_c:parity_c + 2 * (cols + len(kc) - 1):2]
       sub = jnp.zeros((len(kr), len(kc), *kernel.shape[2:]), kernel.dtype)
-      valid = lambda k: jax.lax.conv_general_dilated(
-          phase, k, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"),
-          preferred_element_type=jnp.float32)
+      valid = lambda k: jax.lax.conv_general_dilated(  # in dy's dtype, as in _kernel_grad
+          phase, k, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"))
       g = jax.vjp(valid, sub)[1](dy)[0]
       for a, i in enumerate(kr):
         for b, j in enumerate(kc):
