@@ -79,6 +79,9 @@ class Load:
     """CPU-seconds per wall second the hypervisor ran other guests (above ~0.02: not clean)."""
     return "n/a" if self.stolen_s is None else f"{self.stolen_s / self.wall_s:.3f}"
 
+  def __str__(self) -> str:
+    return f"cpu pressure {self.pressure()}, steal {self.steal()}"
+
 
 def run_published(cmd: list[str], jemalloc: str | None):
   """Runs a timing of the published code (``cmd``, in the torch venv) in a subprocess and

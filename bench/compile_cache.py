@@ -4,7 +4,8 @@ Runs the first call of the training step (what ``time/compile_s`` reports) in tw
 processes that share an empty cache folder: the first compiles and writes the cache, the
 second loads it. Prints one JSON line per process: CPU and wall seconds of the first call,
 JAX's tracing / lowering / backend-compile times, cache hits and misses, and the machine's
-CPU pressure. CPU time is the comparable number on a shared machine.
+CPU pressure and steal over each process's run. CPU time is the comparable number on a
+shared machine.
 
   .venv/bin/python bench/compile_cache.py                     # demo config
   .venv/bin/python bench/compile_cache.py --config configs/apollo.py:paper --seconds 1
@@ -22,19 +23,12 @@ import tempfile
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def _pressure() -> str:
-  try:
-    with open("/proc/pressure/cpu") as f:
-      return f.readline().split(" ", 1)[1].strip()
-  except OSError:
-    return "n/a"
+sys.path.insert(0, REPO)
+from _common import Load  # noqa: E402  (bench/ is the script's directory)
 
 
 def first_call(config: str, seconds: float | None, cache_dir: str) -> dict:
   """Builds the step of ``config`` and times its first call (in this process)."""
-  sys.path.insert(0, REPO)
   import jax
   import numpy as np
   from jax import monitoring
@@ -89,12 +83,15 @@ def main():
       cmd = [sys.executable, os.path.abspath(__file__), "--config", args.config, "--child",
              cache_dir] + (["--seconds", str(args.seconds)] if args.seconds else [])
       env = {k: v for k, v in os.environ.items() if k != "APOLLO_JAX_COMPILE_CACHE"}
+      mark = Load.mark()
       out = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=env)
+      load = Load.since(mark)
       if out.returncode:
         sys.exit(f"{run} run failed:\n{out.stderr[-3000:]}")
       result = json.loads(out.stdout.strip().splitlines()[-1])
       print(json.dumps({"run": run, "config": args.config, **result,
-                        "cpu_pressure": _pressure()}), flush=True)
+                        "cpu_pressure": load.pressure(), "cpu_steal": load.steal()}),
+            flush=True)
 
 
 if __name__ == "__main__":

@@ -28,15 +28,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from apollo_jax.data import codecs  # noqa: E402
 from apollo_jax.data import default_data_config, heap, mixing, pipeline  # noqa: E402
-
-
-def cpu_pressure() -> str:
-  """The machine's CPU pressure (other jobs' load), printed beside every number."""
-  try:
-    with open("/proc/pressure/cpu") as f:
-      return "cpu pressure " + f.readline().split(" ", 1)[1].strip()
-  except OSError:
-    return f"load average {os.getloadavg()[0]:.1f}"
+from _common import Load  # noqa: E402  (bench/ is the script's directory)
 
 
 def _children(pid: int) -> list[int]:
@@ -107,11 +99,11 @@ def main():
   cfg.cache_dir = args.cache_dir
   cfg.mp3_quality = args.mp3_quality
   seg = cfg.segment_seconds
-  t = time.perf_counter()
+  mark = Load.mark()
   index = pipeline.train_index(cfg)
-  print(f"demo corpus: {len(index.tracks)} tracks ({time.perf_counter() - t:.1f} s to "
-        f"prepare); {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}, "
-        f"{cpu_pressure()}")
+  load = Load.since(mark)
+  print(f"demo corpus: {len(index.tracks)} tracks ({load.wall_s:.1f} s to prepare); "
+        f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}, {load} while preparing")
   print(f"segments: {seg:g} s stereo at {cfg.sample_rate} Hz, codec mp3 (LAME -q "
         f"{cfg.mp3_quality}), bitrates {tuple(cfg.bitrates)} drawn per item, "
         f"batch {args.batch}")
@@ -125,10 +117,13 @@ def main():
   for i in range(8):
     mixing.mix(index.tracks, i % len(index.tracks), rng, spec)
   n = 96
+  mark = Load.mark()
   t = time.process_time()
   clean = [mixing.mix(index.tracks, i % len(index.tracks), rng, spec)[0] for i in range(n)]
   t_mix = (time.process_time() - t) / n
+  mix_load = Load.since(mark)
   for quality in sorted({cfg.mp3_quality, 7}):
+    mark = Load.mark()
     t = time.process_time()
     for i, x in enumerate(clean):
       x = x / max(np.abs(x).max(), 1e-9) * mixing.PRE_CODEC_PEAK
@@ -136,16 +131,17 @@ def main():
     t_mp3 = (time.process_time() - t) / n
     print(f"CPU per item: read+mix {t_mix * 1e3:.1f} ms, mp3 (LAME -q {quality}) encode+decode "
           f"{t_mp3 * 1e3:.1f} ms -> {seg / (t_mix + t_mp3):.1f} s of audio per CPU-second "
-          f"({cpu_pressure()})")
+          f"(read+mix: {mix_load}; mp3: {Load.since(mark)})")
 
   cfg.num_workers, read_threads = 0, cfg.read_threads
   for threads in (1, args.workers) if args.workers > 1 else (1,):
     # LAME, libsndfile, FFmpeg and NumPy release the GIL, so read threads scale too.
     cfg.read_threads = threads
+    mark = Load.mark()
     wall, cpu, items = run(cfg, args.batch, args.batches, index)
     print(f"in-process (0 workers, {threads} read thread{'s' if threads > 1 else ''}): "
           f"{items * seg / wall:.1f} s audio/s wall, {items * seg / cpu:.1f} s audio per "
-          f"CPU-second ({cpu_pressure()})")
+          f"CPU-second ({Load.since(mark)})")
   cfg.read_threads = read_threads  # the config's own for the worker processes
 
   if args.workers > 0:
@@ -153,14 +149,16 @@ def main():
     monitor = PeakMemory()
     base_pss, base_rss = _memory(os.getpid())
     monitor.start()
+    mark = Load.mark()
     wall, _, items = run(cfg, args.batch, args.batches, index)
+    load = Load.since(mark)
     monitor.done.set()
     monitor.join()
     rate = items * seg / wall
     print(f"{args.workers} workers: {rate:.1f} s audio/s wall, {rate / args.workers:.1f} per "
           f"worker; peak memory {monitor.peak_pss / 2**20:.0f} MiB PSS "
           f"({monitor.peak_rss / 2**20:.0f} MiB RSS) for main process + workers, of which "
-          f"the main process before starting was {base_pss / 2**20:.0f} MiB PSS ({cpu_pressure()})")
+          f"the main process before starting was {base_pss / 2**20:.0f} MiB PSS ({load})")
 
 
 if __name__ == "__main__":

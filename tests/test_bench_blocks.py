@@ -55,6 +55,7 @@ def test_load_spans_add_up_and_say_when_not_reported():
   from _common import Load  # noqa: E402 (bench/ is on the path now)
   spans = Load(0.1, 0.02, 1.0) + Load(0.3, 0.0, 3.0)
   assert (spans.pressure(), spans.steal()) == ("0.100", "0.005")
+  assert str(spans) == "cpu pressure 0.100, steal 0.005"  # as bench/data.py prints it
   assert (Load(None, None, 2.0) + spans).steal() == "n/a"
   live = Load.since(Load.mark())
   assert live.wall_s >= 0 and live.pressure() and live.steal()
