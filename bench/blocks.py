@@ -80,9 +80,8 @@ def compile_parts(cfg: ApolloConfig, shape: tuple[int, ...]) -> dict:
   return out
 
 
-def time_ours(compiled: dict, runs: int) -> tuple[dict, dict, str]:
-  """({(part, mode): median s}, {(part, mode): cores busy}, the CPU pressure and steal over
-  the calls as text)."""
+def time_ours(compiled: dict, runs: int) -> tuple[dict, dict, Load]:
+  """({(part, mode): median s}, {(part, mode): cores busy}, the machine's load over the calls)."""
   medians, cores = {}, {}
   mark = Load.mark()
   for key, (fn, args) in compiled.items():
@@ -94,8 +93,7 @@ def time_ours(compiled: dict, runs: int) -> tuple[dict, dict, str]:
       times.append(time.perf_counter() - t)
     cores[key] = (cpu_seconds() - c0) / (time.perf_counter() - t0)
     medians[key] = statistics.median(times)
-  load = Load.since(mark)
-  return medians, cores, f"cpu pressure during our calls {load.pressure()}, cpu steal {load.steal()}"
+  return medians, cores, Load.since(mark)
 
 
 def time_published(args, cfg: ApolloConfig, shape: tuple[int, ...]) -> dict | None:
@@ -144,7 +142,7 @@ def main(argv=None) -> None:
     ref = time_published(args, cfg, shape) if args.torch_ref else None
     ours, cores, load = time_ours(compiled, args.runs)
     label = f"round {r}: " if args.torch_ref and args.rounds > 1 else ""
-    print(f"{label}{load}")
+    print(f"{label}{load} during our calls")
     for key in compiled:
       line = f"{label}{key[0]:16s} {key[1]:16s} ours {ours[key] * 1e3:7.1f} ms ({cores[key]:.2f} cores)"
       if ref is not None:
