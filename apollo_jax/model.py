@@ -78,6 +78,18 @@ class BandSplit(nn.Module):
     return jnp.concatenate([eq_out, last_out[:, :, None, :]], axis=2)
 
 
+def attention(q: jnp.ndarray, k: jnp.ndarray, v: jnp.ndarray, dtype: str) -> tuple[jnp.ndarray, jnp.ndarray]:
+  """Scaled dot-product attention across bands, per head (torch's ``scaled_dot_product_attention``
+  without a mask, as published).
+
+  ``q, k, v (..., bands, heads, head_dim)`` -> ``(output (..., bands, heads, head_dim),
+  weights (..., heads, bands, bands))``; matmuls in ``dtype`` (see ``layers.einsum``).
+  """
+  logits = einsum("...qhd,...khd->...hqk", q, k, dtype) / math.sqrt(q.shape[-1])
+  weights = jax.nn.softmax(logits, axis=-1)
+  return einsum("...hqk,...khd->...qhd", weights, v, dtype), weights
+
+
 class BandRoformer(nn.Module):
   """Transformer across bands (paper II-C), one sequence of bands per (stream, frame).
 
@@ -109,9 +121,7 @@ class BandRoformer(nn.Module):
       q, k, v = qkv[..., 0, :], qkv[..., 1, :], qkv[..., 2, :]
       cos, sin = rotary_tables(bands, d)
       q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
-      logits = einsum("...qhd,...khd->...hqk", q, k, dt) / math.sqrt(d)
-      weights = jax.nn.softmax(logits, axis=-1)
-      att = einsum("...hqk,...khd->...qhd", weights, v, dt)
+      att, weights = attention(q, k, v, dt)
       x = x + dense(att.reshape(*lead, bands, f), out_kernel, dt)
       hidden = dense(rms_norm(x, mlp_norm), mlp_in, dt)
       gate, z = jnp.split(jax.nn.silu(hidden), 2, axis=-1)

@@ -1,10 +1,13 @@
-"""The published band transformer and TCN unit timed in torch: the other side of bench/blocks.py.
+"""The published band transformer and TCN unit, and torch's attention, timed in torch: the
+other side of bench/blocks.py.
 
 Run with the torch venv's python; the modules are imported from the published checkout
 (``--ref-dir``) by ``../shared/refbench/_apollo_ref.py``, nothing of them is copied. Their
 inputs are laid out as the published BSNet lays out the block input (streams, frames, bands,
 features): ``(streams * frames, features, bands)`` for the band transformer and
-``(streams * bands, features, frames)`` for a TCN unit. Prints one JSON line: a list of
+``(streams * bands, features, frames)`` for a TCN unit; the attention's queries, keys and
+values as the published ``Roformer`` hands them to ``scaled_dot_product_attention``,
+``(streams * frames, heads, bands, head_dim)`` each. Prints one JSON line: a list of
 ``{"part", "mode", "median_s"}``.
 """
 
@@ -18,6 +21,7 @@ import sys
 import time
 
 import torch
+import torch.nn.functional as F
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2] / "shared" / "refbench"))
 import _apollo_ref  # noqa: E402
@@ -35,23 +39,27 @@ def main() -> None:
   torch.manual_seed(0)
   apollo = _apollo_ref.load_ref(args.ref_dir).modules["apollo"]
   f = args.features
+  qkv_shape = (args.streams * args.frames, args.heads, args.bands, f // args.heads)
   parts = {
       "band transformer": (apollo.Roformer(f, f, num_head=args.heads, window=100, causal=False),
-                           (args.streams * args.frames, f, args.bands)),
-      "TCN unit": (apollo.ConvActNorm1d(f, 4 * f, args.kernel), (args.streams * args.bands, f, args.frames)),
+                           [(args.streams * args.frames, f, args.bands)]),
+      "attention": (F.scaled_dot_product_attention, [qkv_shape] * 3),
+      "TCN unit": (apollo.ConvActNorm1d(f, 4 * f, args.kernel), [(args.streams * args.bands, f, args.frames)]),
   }
   rows = []
-  for part, (module, shape) in parts.items():
-    x = torch.randn(*shape, requires_grad=True)
+  for part, (module, shapes) in parts.items():
+    xs = [torch.randn(*shape, requires_grad=True) for shape in shapes]
 
     def forward():
       with torch.no_grad():
-        module(x)
+        module(*xs)
 
     def gradients():
-      module.zero_grad()
-      x.grad = None
-      y = module(x)
+      if isinstance(module, torch.nn.Module):
+        module.zero_grad()
+      for x in xs:
+        x.grad = None
+      y = module(*xs)
       y = y[0] if isinstance(y, tuple) else y  # the Roformer also returns its keys and values
       y.backward(y.detach())
 

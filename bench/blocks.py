@@ -1,9 +1,10 @@
 """Benchmark of one band-sequence block's parts, ours against the published modules.
 
-Where the generator's step time goes, part by part (paper II-C): the band transformer and one
-TCN unit, forward and forward + backward (parameter and input gradients, the cotangent the
-output itself), on the block input of ``--seconds`` of audio. Ours are compiled as the train
-step compiles them (``training.step.step_compiler_options``, row chunks as in the step).
+Where the generator's step time goes, part by part (paper II-C): the band transformer, the
+attention inside it alone, and one TCN unit, forward and forward + backward (parameter and
+input gradients, the cotangent the output itself), on the block input of ``--seconds`` of
+audio. Ours are compiled as the train step compiles them
+(``training.step.step_compiler_options``, row chunks as in the step).
 
   python bench/blocks.py                                  # paper width, 1 s stereo
   python bench/blocks.py --rounds 5 --torch-ref apollo-ref --torch-python refvenv/bin/python \\
@@ -11,7 +12,8 @@ step compiles them (``training.step.step_compiler_options``, row chunks as in th
 
 With ``--torch-ref DIR`` the published ``Roformer`` and ``ConvActNorm1d`` (imported from that
 checkout by ``../shared/refbench/_apollo_ref.py``, in the torch venv ``--torch-python``, 2
-threads) are timed on the same shapes, and the two alternate ``--rounds`` times (this
+threads) and torch's ``scaled_dot_product_attention`` (what the published ``Roformer`` calls)
+are timed on the same shapes, and the two alternate ``--rounds`` times (this
 machine's speed drifts between minutes): each round prints its ratios, the last lines their
 geometric means. Also printed: the cores our parts keep busy (process CPU time over wall
 time) and the machine's CPU pressure and steal over our timed calls. Random inputs and
@@ -39,13 +41,14 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from apollo_jax import ApolloConfig  # noqa: E402
-from apollo_jax.model import BandRoformer, TemporalUnit  # noqa: E402
+from apollo_jax.layers import map_rows  # noqa: E402
+from apollo_jax.model import BandRoformer, TemporalUnit, attention  # noqa: E402
 from apollo_jax.training import make_mesh  # noqa: E402
 from apollo_jax.training.step import step_compiler_options  # noqa: E402
 from _common import Load, run_published  # noqa: E402  (bench/ is the script's directory)
 
 TORCH_SIDE = pathlib.Path(__file__).with_name("_blocks_torch.py")
-PARTS = ("band transformer", "TCN unit")
+PARTS = ("band transformer", "attention", "TCN unit")
 MODES = ("forward", "forward+backward")
 
 
@@ -63,20 +66,37 @@ def cpu_seconds() -> float:
   return r.ru_utime + r.ru_stime
 
 
+def chunked_attention(cfg: ApolloConfig):
+  """``(params, qkv) -> output``: :func:`apollo_jax.model.attention` over ``qkv`` (streams,
+  frames, bands, heads, 3, head_dim) in the step's row chunks; no parameters (``params`` is
+  ``{}``), so that it is timed like the modules."""
+  def apply(params, qkv):
+    del params
+    return map_rows(lambda r: attention(r[..., 0, :], r[..., 1, :], r[..., 2, :],
+                                        cfg.compute_dtype)[0], qkv, cfg.chunk_rows, cfg.remat)
+  return apply
+
+
 def compile_parts(cfg: ApolloConfig, shape: tuple[int, ...]) -> dict:
-  """{(part, mode): (compiled, args)} for our band transformer and TCN unit."""
-  x = jnp.asarray(np.random.default_rng(0).standard_normal(shape), jnp.float32)
+  """{(part, mode): (compiled, args)} for our band transformer, its attention and TCN unit."""
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.standard_normal(shape), jnp.float32)
+  qkv = jnp.asarray(rng.standard_normal((*shape[:3], cfg.num_heads, 3, cfg.head_dim)), jnp.float32)
   options = step_compiler_options(make_mesh())
   out = {}
-  for part, module in zip(PARTS, (BandRoformer(cfg), TemporalUnit(cfg))):
-    params = jax.jit(module.init)(jax.random.PRNGKey(0), x)
+  for part in PARTS:
+    if part == "attention":
+      apply, params, inputs = chunked_attention(cfg), {}, qkv
+    else:
+      module = BandRoformer(cfg) if part == "band transformer" else TemporalUnit(cfg)
+      apply, params, inputs = module.apply, jax.jit(module.init)(jax.random.PRNGKey(0), x), x
 
-    def gradients(params, x, module=module):
-      y, vjp = jax.vjp(module.apply, params, x)
+    def gradients(params, x, apply=apply):
+      y, vjp = jax.vjp(apply, params, x)
       return vjp(y)
 
-    for mode, fn in zip(MODES, (module.apply, gradients)):
-      out[(part, mode)] = (jax.jit(fn).lower(params, x).compile(options), (params, x))
+    for mode, fn in zip(MODES, (apply, gradients)):
+      out[(part, mode)] = (jax.jit(fn).lower(params, inputs).compile(options), (params, inputs))
   return out
 
 

@@ -19,13 +19,33 @@ def load_blocks():
   return module
 
 
-def test_times_both_parts_forward_and_backward(capsys):
+def test_times_every_part_forward_and_backward(capsys):
   load_blocks().main(["--feature-dim", "16", "--seconds", "0.1", "--runs", "1"])
   out = capsys.readouterr().out
   assert "block input (streams, frames, bands, features) = (2, 11, 80, 16)" in out
   rows = [l for l in out.splitlines() if " ours " in l]
-  assert len(rows) == 4 and all("cores)" in r for r in rows)
-  assert sum("band transformer" in r for r in rows) == 2 and sum("TCN unit" in r for r in rows) == 2
+  assert len(rows) == 6 and all("cores)" in r for r in rows)
+  for part in ("band transformer", "attention", "TCN unit"):
+    assert sum(r.startswith(part) for r in rows) == 2, part
+
+
+def test_chunked_attention_is_the_band_transformers():
+  """The attention timed alone (``model.attention``, the band transformer's, in the step's row
+  chunks) is softmax(q k^T / sqrt(d)) v over bands per head, written out here."""
+  import jax
+  import jax.numpy as jnp
+  import numpy as np
+  from apollo_jax import ApolloConfig
+  from apollo_jax.model import attention
+  cfg = ApolloConfig(feature_dim=16, num_heads=2, chunk_rows=4)
+  qkv = jnp.asarray(np.random.default_rng(1).standard_normal((2, 5, 80, 2, 3, 8)), jnp.float32)
+  out = load_blocks().chunked_attention(cfg)({}, qkv)
+  q, k, v = qkv[..., 0, :], qkv[..., 1, :], qkv[..., 2, :]
+  logits = jnp.einsum("...qhd,...khd->...hqk", q, k) / np.sqrt(8)
+  want = jnp.einsum("...hqk,...khd->...qhd", jax.nn.softmax(logits, axis=-1), v)
+  assert out.shape == (2, 5, 80, 2, 8)
+  np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(attention(q, k, v, "float32")[0], want, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("argv, message", [
