@@ -47,10 +47,12 @@ class ApolloConfig(JsonConfig):
     residual: add the predicted spectrum to the input spectrum (the output layer starts at
       zero, so the untrained model is the identity). Not in the published model (which
       predicts the spectrum directly); used by the small CPU demo to learn fast.
-    chunk_rows: run the position-wise layers (band transformer, TCN MLPs) over this many
-      (batch x frame) rows at a time, so their wide hidden activations stay in cache and
-      memory stays bounded; 0 = all at once; -1 (default) = 8 on CPU, 0 on GPU/TPU.
-      Only a memory/speed trade-off: results are the same.
+    chunk_rows: run the position-wise layers (band transformer, TCN MLPs) over about this
+      many (stream, frame) rows at a time, so their wide hidden activations stay in cache
+      and memory stays bounded; 0 = all at once; -1 (default) = 8 on CPU, 0 on GPU/TPU. A
+      chunk is every stream (batch x channel) over ``max(1, chunk_rows // streams)``
+      frames, so a batch sharded over devices stays split. Only a memory/speed trade-off:
+      results are the same.
     remat: training memory: recompute every band-transformer and TCN sub-block from its
       input in the backward pass, so each saves only its input (about a third more
       generator compute). With row chunking (``chunk_rows``, the CPU default) the

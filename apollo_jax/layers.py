@@ -123,13 +123,18 @@ def apply_rotary(x: jnp.ndarray, cos: np.ndarray, sin: np.ndarray) -> jnp.ndarra
 
 def map_rows(fn, x: jnp.ndarray, rows: int, remat: bool = False,
              save: tuple[str, ...] = ()) -> jnp.ndarray:
-  """Applies a position-wise ``fn`` to ``x`` (streams, frames, ...) in chunks of ``rows``.
+  """Applies a position-wise ``fn`` to ``x`` (streams, frames, ...) in chunks of about ``rows`` rows.
 
-  ``fn`` maps (rows, ...) -> (rows, ...') independently per row; chunking the
-  ``streams * frames`` rows with ``lax.map`` keeps the wide hidden activations (the MLPs are
-  4-8x wider than the features, the attention weights 80x80 per head) in cache and bounds
-  their memory. On a 2-core CPU this brings the position-wise layers close to the machine's
-  matmul rate. ``rows=0`` applies ``fn`` at once; ``rows<0`` picks 8 on CPU and 0 elsewhere.
+  ``fn`` maps (streams, frames, ...) -> (streams, frames, ...') independently per
+  (stream, frame) row; running it on ``rows`` rows at a time with ``lax.map`` keeps the wide
+  hidden activations (the MLPs are 4-8x wider than the features, the attention weights 80x80
+  per head) in cache and bounds their memory. On a 2-core CPU this brings the position-wise
+  layers close to the machine's matmul rate. A chunk is every stream over
+  ``max(1, rows // streams)`` frames: the streams stay a whole axis of the loop body, so when
+  the batch is sharded over devices each device loops over its own streams (chunks of the
+  flattened ``streams * frames`` rows made XLA's partitioner replicate the loop: every device
+  computed the whole generator). ``rows=0`` applies ``fn`` at once; ``rows<0`` picks 8 on CPU
+  and 0 elsewhere.
 
   Under differentiation a chunked ``fn`` is rematerialised chunk by chunk: it saves its
   input and the values it tagged with ``jax.ad_checkpoint.checkpoint_name`` under a name in
@@ -143,16 +148,16 @@ def map_rows(fn, x: jnp.ndarray, rows: int, remat: bool = False,
   """
   if rows < 0:  # Auto: small chunks pay off on CPU caches; accelerators want big matmuls.
     rows = 8 if jax.default_backend() == "cpu" else 0
-  batch, frames = x.shape[:2]
-  n = batch * frames
-  chunked = rows > 0 and n > rows
+  streams, frames = x.shape[:2]
+  step = max(1, rows // streams)  # frames per chunk
+  chunked = rows > 0 and frames > step
   if remat:
     fn = jax.checkpoint(fn)
   elif chunked:
     fn = jax.checkpoint(fn, policy=jax.checkpoint_policies.save_only_these_names(*save))
   if not chunked:
     return fn(x)
-  flat = x.reshape(n, *x.shape[2:])
-  flat = jnp.pad(flat, [(0, -n % rows)] + [(0, 0)] * (flat.ndim - 1))
-  out = jax.lax.map(fn, flat.reshape(-1, rows, *flat.shape[1:]))
-  return out.reshape(-1, *out.shape[2:])[:n].reshape(batch, frames, *out.shape[2:])
+  padded = jnp.pad(x, [(0, 0), (0, -frames % step)] + [(0, 0)] * (x.ndim - 2))
+  chunks = jnp.moveaxis(padded.reshape(streams, -1, step, *x.shape[2:]), 1, 0)
+  out = jnp.moveaxis(jax.lax.map(fn, chunks), 0, 1)
+  return out.reshape(streams, -1, *out.shape[3:])[:, :frames]
