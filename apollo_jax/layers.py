@@ -141,8 +141,8 @@ def map_rows(fn, x: jnp.ndarray, rows: int, remat: bool = False,
   ``save``; the backward pass recomputes the rest of the chunk where it needs it, in cache.
   What to save is measured, not assumed: a TCN unit keeps its first matmul's output (its
   gradient then recomputes no matmul); the band transformer keeps nothing, since keeping its
-  matmuls' outputs made the step no faster and its memory bigger (README "What the step
-  costs"). With ``remat`` nothing but the input is
+  matmuls' outputs made the step no faster and its memory bigger (docs/training_cost.md,
+  ninth sitting). With ``remat`` nothing but the input is
   saved (``save`` is ignored), chunked or not: training memory then no longer grows with
   the MLP and attention widths.
   """

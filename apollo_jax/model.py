@@ -133,7 +133,7 @@ class BandRoformer(nn.Module):
       return out
     # The backward pass recomputes the whole chunk, its matmuls too: keeping their outputs
     # made the step no faster, each variant timed in its own process, and cost 1.2 GiB at
-    # paper width, 1 s (README "What the step costs", "Process by process").
+    # paper width, 1 s (docs/training_cost.md, "Process by process").
     return map_rows(lambda r: rows(r)[0], x, cfg.chunk_rows, cfg.remat)
 
 

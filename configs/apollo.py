@@ -93,7 +93,7 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
       # Two heads of 16 features instead of the published eight (of 4 at this width): the
       # attention's elementwise work scales with the heads, and at this width it was most of
       # the generator's time; with 4x larger row chunks the step is 8-12 % shorter at the
-      # same held-out quality (README "The demo's attention heads").
+      # same held-out quality (docs/training_cost.md, "The demo's attention heads").
       c.model.num_heads = 2
       c.model.chunk_rows = 32
   elif variant == "causal":

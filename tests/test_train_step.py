@@ -196,8 +196,8 @@ def test_d_hidden_sets_the_discriminator_width_of_state_and_step(mesh):
 
 
 def test_cpu_step_leaves_convolutions_to_xla(mesh):
-  """On CPU the step is compiled with YNNPACK for matmuls only (README "What the step
-  costs"): XLA accepts the option, and a convolution compiled with it is XLA's own, where
+  """On CPU the step is compiled with YNNPACK for matmuls only (docs/training_cost.md,
+  third sitting): XLA accepts the option, and a convolution compiled with it is XLA's own, where
   the default makes it a YNNPACK fusion. If a jax upgrade changes this, re-measure."""
   options = step_compiler_options(mesh)
   assert options == {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"}

@@ -126,7 +126,7 @@ def _one_output_kernel_grad(x: jnp.ndarray, dy: jnp.ndarray) -> jnp.ndarray:
 
 def _conv(x: jnp.ndarray, kernel: jnp.ndarray, stride: int) -> jnp.ndarray:
   """``_conv_forward``, or on CPU for at most ``FEW_CHANNELS`` inputs :func:`_few_channel_conv`
-  (demo step 5-10 % faster; README "What the step costs")."""
+  (demo step 5-10 % faster; docs/training_cost.md)."""
   if x.shape[-1] <= FEW_CHANNELS and jax.default_backend() == "cpu":
     return _few_channel_conv(x, kernel, stride)
   return _conv_forward(x, kernel, stride)

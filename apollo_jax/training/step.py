@@ -192,7 +192,7 @@ def step_compiler_options(mesh: Mesh) -> dict[str, str] | None:
   """XLA options the step is compiled with: on CPU, YNNPACK for the matmuls only, so that the
   discriminator's convolutions (and reductions) run as XLA:CPU's own kernels.
 
-  Measured with in-process A/Bs on 2 CPU cores, both orders (README "What the step costs"):
+  Measured with in-process A/Bs on 2 CPU cores, both orders (docs/training_cost.md):
   the step 2-3 % faster (demo, paper 1 s), ~5 % at 64/2, smaller temporaries everywhere,
   the compile 3-16 s longer. None elsewhere.
   """
