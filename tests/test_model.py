@@ -106,8 +106,8 @@ def test_row_chunks_bound_training_memory():
 
   def temp_bytes(**over):
     cfg = ApolloConfig(feature_dim=32, num_layers=2, num_heads=4, chunk_rows=8, **over)
-    params = jax.eval_shape(lambda: Apollo(cfg).init(jax.random.PRNGKey(0), jnp.zeros((1, 1, 1764))))
-    grad = jax.grad(lambda p, x: jnp.sum(Apollo(cfg).apply(p, x) ** 2))
+    params = jax.eval_shape(lambda: init_params(cfg, jax.random.PRNGKey(0)))
+    grad = jax.grad(lambda p, x: jnp.sum(Apollo(cfg).apply({"params": p}, x) ** 2))
     return jax.jit(grad).lower(params, x).compile().memory_analysis().temp_size_in_bytes
 
   default, remat = temp_bytes(), temp_bytes(remat=True)

@@ -95,6 +95,7 @@ def generator_grad_temp_bytes(devices) -> int:
   from jax.sharding import NamedSharding, PartitionSpec
 
   from apollo_jax import Apollo
+  from apollo_jax.model import init_params
   from apollo_jax.training import batch_sharding, make_mesh
   from tests.conftest import TINY
 
@@ -102,9 +103,9 @@ def generator_grad_temp_bytes(devices) -> int:
   cfg = dataclasses.replace(TINY, chunk_rows=8)
   x = jax.ShapeDtypeStruct((DEVICES, 2, 4096), jnp.float32, sharding=batch_sharding(mesh))
   replicated = NamedSharding(mesh, PartitionSpec())
-  params = jax.eval_shape(lambda: Apollo(cfg).init(jax.random.PRNGKey(0), jnp.zeros((1, 1, 1764))))
+  params = jax.eval_shape(lambda: init_params(cfg, jax.random.PRNGKey(0)))
   params = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=replicated), params)
-  grad = jax.grad(lambda p, x: jnp.sum(Apollo(cfg).apply(p, x) ** 2))
+  grad = jax.grad(lambda p, x: jnp.sum(Apollo(cfg).apply({"params": p}, x) ** 2))
   return jax.jit(grad).lower(params, x).compile().memory_analysis().temp_size_in_bytes
 
 
