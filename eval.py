@@ -19,7 +19,7 @@ if __name__ == "__main__":  # before jax is imported: the restart replaces this 
   from apollo_jax.data import heap
   heap.restart_with_huge_pages()  # XLA's per-call buffers on 2 MiB pages (see heap.py)
 
-from apollo_jax import compile_cache
+from apollo_jax import compile_cache, xla_options
 from apollo_jax.evaluation import metrics
 from apollo_jax.evaluation.evaluate import EvalError, EvalOptions, run
 
@@ -64,6 +64,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
   args = parse_args(argv)
+  xla_options.use_compile_options()  # before the first computation: shorter CPU compiles
   compile_cache.setup()  # Reruns and other evaluations of the same model skip compiling.
   restore_kwargs = tuple((k, v) for k, v in (("chunk_seconds", args.chunk_seconds),
                                              ("overlap_seconds", args.overlap_seconds),

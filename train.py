@@ -34,6 +34,8 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 def main(argv):
   del argv
+  from apollo_jax import xla_options
+  xla_options.use_compile_options()  # before JAX starts its backend: shorter CPU compiles
   import jax
   if flags.FLAGS.coordinator_address or flags.FLAGS.distributed:
     jax.distributed.initialize(flags.FLAGS.coordinator_address, flags.FLAGS.num_processes,

@@ -31,10 +31,12 @@ import statistics
 import sys
 import time
 
+from apollo_jax import xla_options
 from apollo_jax.data import heap
 
 if __name__ == "__main__":  # as the step's benchmark: XLA's buffers on 2 MiB pages (heap.py)
   heap.restart_with_huge_pages()
+  xla_options.use_compile_options()  # as train.py
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402

@@ -11,7 +11,11 @@ import pathlib
 
 import pytest
 
-from apollo_jax import ApolloConfig
+from apollo_jax import ApolloConfig, xla_options
+
+# The scripts' XLA options, before any test starts JAX's backend: the tests compile and
+# compute what train.py, eval.py and restore do (and compile faster).
+xla_options.use_compile_options()
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 

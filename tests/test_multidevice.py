@@ -16,8 +16,9 @@ DEVICES = 8
 
 @pytest.mark.slow
 def test_eight_devices_match_one_device():
-  env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={DEVICES}",
-             JAX_PLATFORMS="cpu")
+  # The session's XLA flags (conftest: the scripts' options) plus the fake devices.
+  flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={DEVICES}"
+  env = dict(os.environ, XLA_FLAGS=flags.strip(), JAX_PLATFORMS="cpu")
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
   proc = subprocess.run([sys.executable, os.path.abspath(__file__)], env=env, cwd=root,

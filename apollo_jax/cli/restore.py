@@ -30,7 +30,7 @@ import time
 import numpy as np
 from tqdm import tqdm
 
-from apollo_jax import audio, compile_cache
+from apollo_jax import audio, compile_cache, xla_options
 from apollo_jax import checkpoints
 from apollo_jax.cli.flags import add_checkpoint_rate_flags
 from apollo_jax.inference import chunked
@@ -267,6 +267,7 @@ def _check_not_into_itself(args: argparse.Namespace, jobs: list[Job]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
   args = build_parser().parse_args(argv)
+  xla_options.use_compile_options()  # before the first computation: shorter CPU compiles
   compile_cache.setup()  # The next run on the same model and chunk size skips compiling.
   try:
     with interrupts_as_keyboard_interrupt():  # SIGTERM cleans up like Ctrl-C
