@@ -16,30 +16,26 @@ size options (no SLP vectorizer, optimise for size) cut more compile time but ma
 from __future__ import annotations
 
 import os
-from typing import Mapping
 
 FLAG = "--xla_backend_extra_options"
 CPU_EXTRA_OPTIONS = ("xla_cpu_disable_loop_unrolling",)
 
 
-def with_compile_options(environ: Mapping[str, str]) -> dict[str, str]:
-  """``environ`` with :data:`CPU_EXTRA_OPTIONS` added to ``XLA_FLAGS``.
+def with_compile_options(xla_flags: str) -> str:
+  """``xla_flags`` (an ``XLA_FLAGS`` value) with :data:`CPU_EXTRA_OPTIONS` added.
 
-  Unchanged where ``XLA_FLAGS`` already sets ``--xla_backend_extra_options`` (the user's
-  choice, either way: ``--xla_backend_extra_options=`` opts out). Other flags are kept.
+  Unchanged where it already sets ``--xla_backend_extra_options`` (the user's choice, either
+  way: ``--xla_backend_extra_options=`` opts out). Other flags are kept.
   """
-  flags = environ.get("XLA_FLAGS", "")
-  env = dict(environ)
-  if any(f.split("=", 1)[0] == FLAG for f in flags.split()):
-    return env
-  env["XLA_FLAGS"] = " ".join(filter(None, (flags, f"{FLAG}={','.join(CPU_EXTRA_OPTIONS)}")))
-  return env
+  if any(f.split("=", 1)[0] == FLAG for f in xla_flags.split()):
+    return xla_flags
+  return " ".join(filter(None, (xla_flags, f"{FLAG}={','.join(CPU_EXTRA_OPTIONS)}")))
 
 
 def use_compile_options() -> None:
-  """Sets :func:`with_compile_options` in this process's environment.
+  """Sets :func:`with_compile_options` of this process's ``XLA_FLAGS``.
 
   Call from a script before its first JAX computation: XLA reads ``XLA_FLAGS`` once, when
   the backend starts (afterwards this changes nothing). Never from library code.
   """
-  os.environ["XLA_FLAGS"] = with_compile_options(os.environ)["XLA_FLAGS"]
+  os.environ["XLA_FLAGS"] = with_compile_options(os.environ.get("XLA_FLAGS", ""))

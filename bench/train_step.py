@@ -51,7 +51,7 @@ from apollo_jax.data import heap
 
 if __name__ == "__main__":  # as train.py: XLA's per-step buffers on 2 MiB pages (see heap.py)
   heap.restart_with_huge_pages()
-xla_options.use_compile_options()  # as train.py
+  xla_options.use_compile_options()  # as train.py
 _DUMP = tempfile.mkdtemp(prefix="apollo_bench_hlo_")
 atexit.register(shutil.rmtree, _DUMP, ignore_errors=True)
 # XLA writes its buffer assignment report only when dumping; nothing else is dumped.
