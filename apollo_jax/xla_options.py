@@ -10,7 +10,7 @@ paper 1 s 54.9 / 51.8 -> 49.8 / 49.6 s, 64/2 3 s 48.6 / 47.1 -> 42.7 / 42.4 s, d
 from a compile without it (XLA's reductions are summed in another order); the tests run with
 it (tests/conftest.py), the parity tests included, with unchanged tolerances. XLA's other
 size options (no SLP vectorizer, optimise for size) cut more compile time but made the steps
-20-60 % slower: not used. Other backends ignore the option.
+10-60 % slower: not used. Other backends ignore the option.
 """
 
 from __future__ import annotations
